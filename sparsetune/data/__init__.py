@@ -1,0 +1,84 @@
+"""Datasets by name, and the train / validation / test splits every trial uses.
+
+A loader is `(DataConfig) -> RawData`: the published train and test parts as normalised tensors.
+`load_splits` holds a seeded validation set out of train and applies `subset`. Importing this
+package does not import torch: the config validates dataset names through `DATASETS` alone.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from sparsetune.registry import Registry
+
+if TYPE_CHECKING:
+    from sparsetune.config import DataConfig
+    from sparsetune.data.tensors import Splits
+
+DATASETS = Registry(
+    "dataset",
+    {
+        "mnist": "sparsetune.data.mnist_like:load_mnist",
+        "fashion-mnist": "sparsetune.data.mnist_like:load_fashion_mnist",
+        "synthetic": "sparsetune.data.synthetic:load_synthetic",
+    },
+)
+
+# Several trials in one worker process share a dataset: decode it once. Bounded, because one
+# MNIST-like set is about 220 MB as float32.
+_MAX_CACHED_SPLITS = 2
+_cached_splits: OrderedDict[DataConfig, Splits] = OrderedDict()
+
+
+def load_splits(config: DataConfig) -> Splits:
+    """Train, validation and test sets for `config`, on the CPU; shared within a process.
+
+    Validation is `val_size` examples of the published train part, chosen by a permutation seeded
+    with `split_seed`; `subset` then keeps the first `subset` of the remaining train examples.
+    The test set is always the published one.
+    """
+    if config in _cached_splits:
+        _cached_splits.move_to_end(config)
+        return _cached_splits[config]
+    splits = _split(config)
+    _cached_splits[config] = splits
+    while len(_cached_splits) > _MAX_CACHED_SPLITS:
+        _cached_splits.popitem(last=False)
+    return splits
+
+
+def _split(config: DataConfig) -> Splits:
+    import torch
+
+    from sparsetune.data.tensors import Splits, TensorSet
+
+    raw = DATASETS[config.name](config)
+    train_count = len(raw.train)
+    if config.val_size >= train_count:
+        raise ValueError(
+            f"val_size={config.val_size} leaves no training data: dataset {config.name!r} has "
+            f"{train_count} training examples; lower data.val_size"
+        )
+    order = torch.randperm(train_count, generator=torch.Generator().manual_seed(config.split_seed))
+    val_index, train_index = order[: config.val_size], order[config.val_size :]
+    if config.subset is not None:
+        if config.subset > len(train_index):
+            raise ValueError(
+                f"subset={config.subset} exceeds the {len(train_index)} training examples of "
+                f"{config.name!r} left after val_size={config.val_size}; lower data.subset"
+            )
+        # The remaining train part is already in seeded random order, so this is a random subset.
+        train_index = train_index[: config.subset]
+
+    def pick(index: torch.Tensor) -> TensorSet:
+        return TensorSet(raw.train.x.index_select(0, index), raw.train.y.index_select(0, index))
+
+    return Splits(
+        train=pick(train_index),
+        val=pick(val_index),
+        test=raw.test,
+        input_shape=tuple(raw.train.x.shape[1:]),
+        num_classes=raw.num_classes,
+        name=config.name,
+    )

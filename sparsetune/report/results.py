@@ -1,0 +1,49 @@
+"""The sweep folder's result files: `trials.csv` (one row per trial and round, failures too) and
+`pareto.json` (one object per front point)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FRONT_FIELDS = (
+    "val_acc", "test_acc", "val_error", "test_error", "compression", "flops_ratio", "method",
+    "params", "architecture", "round", "trial_id", "run_id", "config_hash",
+)
+ROW_FIELDS = (
+    "trial_id", "status", "round", "method", "val_acc", "test_acc", "compression", "flops_ratio",
+    "remaining_weights", "architecture", "seconds", "config_hash", "run_id", "params", "error",
+)
+
+
+def front_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A front point as pareto.json holds it: errors in percent, as the papers give them."""
+    record = {field: row.get(field) for field in FRONT_FIELDS}
+    record["val_error"] = round(100 * (1 - row["val_acc"]), 4)
+    record["test_error"] = round(100 * (1 - row["test_acc"]), 4)
+    return record
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)
+
+
+def write_pareto_json(path: Path, front: Sequence[Mapping[str, Any]], meta: Mapping) -> None:
+    payload = {**meta, "front": [front_record(row) for row in front]}
+    _atomic_write(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_trials_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    with staging.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "params": json.dumps(row.get("params", {}), sort_keys=True)})
+    os.replace(staging, path)

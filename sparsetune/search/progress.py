@@ -1,0 +1,104 @@
+"""Collects every (trial, round) result on the driver and prints live progress.
+
+Ray's own reporter prints wide tables; a user walking away from a sweep wants one line: trials
+done, running, failed, and how big the front is now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+
+from sparsetune.search.objectives import Objective
+from sparsetune.search.pareto import pareto_front
+from sparsetune.search.space import params_from_flat
+
+ROUND_KEYS = (
+    "round", "val_acc", "val_loss", "test_acc", "compression", "flops_ratio",
+    "remaining_weights", "total_weights", "architecture", "seconds", "config_hash", "run_id",
+)
+
+
+def _error_line(trial: Any) -> str:
+    """The last line of a failed trial's exception: the reason, without the traceback."""
+    try:
+        error = trial.get_error()
+    except Exception:  # noqa: BLE001 - no error file: report what Ray knows
+        error = None
+    text = str(getattr(error, "__cause__", None) or error or "the trial's worker failed")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+class SweepProgress(Callback):
+    def __init__(self, objective: Objective, total: int, console: Console,
+                 key_params: dict[str, tuple[str, ...]]):
+        self.objective = objective
+        self.total = total
+        self.console = console
+        self.key_params = key_params
+        self.rows: list[dict[str, Any]] = []
+        self.failures: dict[str, str] = {}
+        self.running: set[str] = set()
+        self.done: set[str] = set()
+        self._last_line = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the Tuner's callbacks with its state; a console holds a lock.
+        return {**self.__dict__, "console": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.console = Console(stderr=True)
+
+    # -- Ray callback hooks -------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._print()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        method, params = params_from_flat(trial.config)
+        row = {key: result.get(key) for key in ROUND_KEYS}
+        row |= {
+            "trial_id": trial.trial_id,
+            "status": "ok",
+            "method": method,
+            "params": params,
+            "key_params": {k: v for k, v in params.items() if k in self.key_params.get(method, ())},
+        }
+        self.rows.append(row)
+        self._print()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
+        self._print()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        reason = _error_line(trial)
+        self.failures[trial.trial_id] = reason
+        method, params = params_from_flat(trial.config)
+        self.console.print(f"[yellow]trial {trial.trial_id} ({method}) failed:[/] {reason}")
+        self._print()
+
+    # -- views --------------------------------------------------------------------------
+    def front(self) -> list[dict[str, Any]]:
+        return pareto_front(self.rows, self.objective.metrics, self.objective.modes)
+
+    def failure_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"trial_id": trial_id, "status": "failed", "error": reason}
+            for trial_id, reason in self.failures.items()
+        ]
+
+    def _print(self) -> None:
+        line = (
+            f"trials: {len(self.done)} done, {len(self.running)} running, "
+            f"{len(self.failures)} failed of {self.total} | front: {len(self.front())} points"
+        )
+        if line != self._last_line:
+            self.console.print(line, highlight=False)
+            self._last_line = line

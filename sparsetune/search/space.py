@@ -1,0 +1,210 @@
+"""Search spaces from YAML, turned into an Optuna define-by-run function.
+
+A space file names the dense training recipe and, per method, its parameters:
+
+    train: {optimizer: sgd, lr: 0.05, epochs: 4}
+    methods:
+      dense: {}
+      magnitude: methods/magnitude.yaml      # a fragment, relative to this file, or inline
+    
+A parameter is a fixed value (`rounds: 3`), a choice (`criterion: {choices: [std, global]}`) or a
+range (`c_fc: {low: 0.3, high: 2.5, log: true}`; integer bounds give an integer range), and may
+apply only when an earlier parameter has a value (`when: {criterion: std}`). Every value, bound
+and choice is checked against the method's own Config before anything runs, so a typo or an
+out-of-range bound fails with the file, the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from sparsetune.config import TrainConfig, describe_validation_error, method_config_class
+from sparsetune.pruning import METHODS
+
+if TYPE_CHECKING:
+    import optuna
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+Scalar = bool | int | float | str
+
+
+class ParamSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: Scalar | None = None
+    choices: list[Scalar] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False  # set from the YAML: integer bounds give an integer range
+    when: dict[str, Scalar | list[Scalar]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_is_fixed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return {"value": data}
+        # `low: 1, high: 4` is an integer range, `low: 1.0, high: 4.0` a float one: YAML keeps
+        # that distinction and a float field would erase it, so read it here.
+        bounds = [data.get("low"), data.get("high")]
+        if "integer" not in data and all(type(b) is int for b in bounds):
+            data = {**data, "integer": True}
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        kinds = [self.value is not None, self.choices is not None, self.low is not None]
+        if sum(kinds) != 1 or (self.low is None) != (self.high is None):
+            raise ValueError("give a value, `choices: [...]`, or both `low` and `high`")
+        if self.choices is not None and not self.choices:
+            raise ValueError("`choices` must not be empty")
+        if self.low is not None and self.high is not None:
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) is above high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log range needs low > 0")
+        return self
+
+    def candidate_values(self) -> list[Scalar]:
+        """Every value this spec can produce at its edges, for validation."""
+        if self.value is not None:
+            return [self.value]
+        if self.choices is not None:
+            return list(self.choices)
+        assert self.low is not None and self.high is not None
+        cast = int if self.integer else float
+        return [cast(self.low), cast(self.high)]
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Scalar:
+        if self.value is not None:
+            return self.value
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        assert self.low is not None and self.high is not None
+        if self.integer:
+            step = int(self.step or 1)
+            return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def applies(self, chosen: dict[str, Scalar]) -> bool:
+        for other, wanted in self.when.items():
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            if chosen.get(other) not in allowed:
+                return False
+        return True
+
+
+class SearchSpace(BaseModel):
+    """A validated space: the dense recipe and, per method, its parameter specs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = "<inline>"
+    description: str = ""
+    train: TrainConfig = TrainConfig()
+    methods: dict[str, dict[str, ParamSpec]]
+
+    @property
+    def method_names(self) -> list[str]:
+        return list(self.methods)
+
+    @property
+    def is_conditional(self) -> bool:
+        """True when the parameters sampled depend on earlier choices (method or `when`)."""
+        return len(self.methods) > 1 or any(
+            spec.when for params in self.methods.values() for spec in params.values()
+        )
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Scalar]:
+        """Define-by-run: pick a method, then its parameters. Returns the flat Ray config
+        ("method", "<method>.<param>"). Does no other work: Optuna calls it on the driver."""
+        names = self.method_names
+        method = trial.suggest_categorical("method", names) if len(names) > 1 else names[0]
+        flat: dict[str, Scalar] = {"method": method}
+        chosen: dict[str, Scalar] = {}
+        for param, spec in self.methods[method].items():
+            if spec.applies(chosen):
+                chosen[param] = spec.suggest(trial, f"{method}.{param}")
+        flat.update({f"{method}.{param}": value for param, value in chosen.items()})
+        return flat
+
+
+def params_from_flat(flat: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Split a flat Ray config back into (method, its params)."""
+    method = flat["method"]
+    prefix = f"{method}."
+    return method, {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+
+
+def default_space_path(model: str) -> Path:
+    return SPACES_DIR / f"{model}.yaml"
+
+
+def load_space(path: Path, methods: list[str] | None = None) -> SearchSpace:
+    """Read, resolve fragments and validate a space file; raise ValueError with one line."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or "methods" not in raw:
+        raise ValueError(f"{path}: a space file needs a `methods:` mapping (see {SPACES_DIR})")
+    raw_methods = raw.get("methods") or {}
+    if not isinstance(raw_methods, dict) or not raw_methods:
+        raise ValueError(f"{path}: methods: give at least one method, e.g. `magnitude: {{}}`")
+    resolved = {}
+    for method, body in raw_methods.items():
+        try:
+            METHODS.check(str(method))
+        except ValueError as error:
+            raise ValueError(f"{path}: methods.{method}: {error}") from None
+        if isinstance(body, str):  # a fragment file next to the space
+            body = _read_yaml(path.parent / body)
+        resolved[method] = body or {}
+    if methods:
+        unknown = [m for m in methods if m not in resolved]
+        if unknown:
+            raise ValueError(
+                f"--methods: {', '.join(unknown)} not in {path.name}; it has: {', '.join(resolved)}"
+            )
+        resolved = {m: resolved[m] for m in methods}
+    try:
+        space = SearchSpace.model_validate({**raw, "methods": resolved, "source": str(path)})
+    except ValidationError as error:
+        raise ValueError(f"{path}: {describe_validation_error(error)}") from None
+    _check_against_method_configs(space)
+    return space
+
+
+def _check_against_method_configs(space: SearchSpace) -> None:
+    for method, params in space.methods.items():
+        config_class = method_config_class(method)
+        for name, spec in params.items():
+            where = f"{space.source}: methods.{method}.{name}"
+            if name not in config_class.model_fields:
+                allowed = ", ".join(config_class.model_fields) or "none"
+                raise ValueError(f"{where}: unknown parameter; {method} has: {allowed}")
+            for other in spec.when:
+                if other not in params or list(params).index(other) >= list(params).index(name):
+                    raise ValueError(
+                        f"{where}: `when` refers to {other!r}, which must be a parameter of "
+                        f"{method} listed before {name!r}"
+                    )
+            for value in spec.candidate_values():
+                try:
+                    config_class.model_validate({name: value})
+                except ValidationError as error:
+                    raise ValueError(f"{where}: {describe_validation_error(error)}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"space file {path} does not exist; pass --space FILE") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{line}; check indentation and colons") from None

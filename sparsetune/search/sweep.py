@@ -1,0 +1,204 @@
+"""The sweep driver: Ray Tune runs the trials, Optuna chooses them, MLflow records them.
+
+Order of events: train (or find) the shared dense model once, open the MLflow parent run, run the
+Tuner, then compute the front over every (trial, round), write `pareto.json` and `trials.csv`,
+and attach them to the parent run. Input is validated before this module is called; nothing here
+is reached with a bad config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+from rich.console import Console
+
+from sparsetune.config import DataConfig, SweepConfig, TrialConfig
+from sparsetune.data.tensors import Splits
+from sparsetune.identity import dense_key, trial_hash
+from sparsetune.pruning import METHODS
+from sparsetune.report.results import write_pareto_json, write_trials_csv
+from sparsetune.report.tables import pareto_table
+from sparsetune.search.objectives import get_objective
+from sparsetune.search.progress import SweepProgress
+from sparsetune.search.samplers import make_sampler
+from sparsetune.search.space import SearchSpace
+from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
+from sparsetune.tracking import default_tracking_uri
+from sparsetune.train.dense_cache import DenseCache
+from sparsetune.trial import resolve_device, train_dense
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    sweep_dir: Path
+    front: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    failures: dict[str, str]
+    parent_run_id: str | None
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """Optuna's define-by-run function: samples the space and tags the trial with its config
+    hash, which thereby joins Optuna's user attributes, Ray's trial config and MLflow's tags.
+    A picklable object, not a closure: Ray saves the searcher with the experiment state."""
+
+    space: SearchSpace
+    template: TrialTemplate
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        flat = self.space.sample(trial)
+        config_hash = trial_hash(self.template.trial_config(flat))
+        trial.set_user_attr("config_hash", config_hash)
+        return {"config_hash": config_hash}
+
+
+def data_config(sweep: SweepConfig) -> DataConfig:
+    return DataConfig(
+        name=sweep.dataset, data_dir=sweep.data_dir, subset=sweep.subset, val_size=sweep.val_size
+    )
+
+
+def run_sweep(sweep: SweepConfig, space: SearchSpace, splits: Splits, console: Console) -> SweepOutcome:
+    objective = get_objective(sweep.objective)
+    sweep_dir = sweep.sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_id = time.strftime("%Y%m%d-%H%M%S")
+    train = space.train if sweep.epochs is None else space.train.model_copy(
+        update={"epochs": sweep.epochs}
+    )
+    device = resolve_device(sweep.device)
+
+    dense_config = TrialConfig(model=sweep.model, data=data_config(sweep), train=train,
+                               method="dense", seed=sweep.seed, device=sweep.device)
+    console.print(f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs "
+                  f"(cache key {dense_key(dense_config)})", highlight=False)
+    dense = DenseCache(sweep.cache_dir).get_or_train(
+        dense_key(dense_config), lambda: train_dense(dense_config, splits.to(device), device)
+    )
+    console.print(f"dense model: val_acc {dense.checkpoint.metrics['val_acc']:.4f} "
+                  f"({'trained now' if dense.trained_here else 'from cache'})", highlight=False)
+
+    tracking_uri = sweep.tracking_uri or default_tracking_uri(sweep_dir)
+    from sparsetune.tracking.mlflow_store import MlflowStore
+
+    store = MlflowStore.open(tracking_uri, sweep.experiment_name, sweep_dir / "mlartifacts")
+    parent = store.start_run(
+        f"sweep-{sweep_id}", tags={"sparsetune.role": "sweep", "objective": objective.name}
+    )
+    parent.log_params(
+        {k: v for k, v in sweep.model_dump(mode="json").items() if v is not None}
+        | {"space": space.source, "dense_key": dense.key, "dense_epochs": train.epochs}
+    )
+
+    template = TrialTemplate(
+        model=sweep.model,
+        data=data_config(sweep),
+        train=train,
+        seed=sweep.seed,
+        device=sweep.device,
+        threads=max(1, int(sweep.cpus_per_trial)),
+        sweep_dir=sweep_dir,
+        cache_dir=sweep.cache_dir,
+        tracking_uri=tracking_uri,
+        experiment_id=store.experiment_id,
+        parent_run_id=parent.run_id,
+    )
+
+    searcher = OptunaSearch(
+        space=DefineByRun(space, template),
+        metric=list(objective.metrics),
+        mode=list(objective.modes),
+        sampler=make_sampler(objective, trials=sweep.trials, seed=sweep.seed),
+        storage=optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}"),
+        study_name=f"{sweep.experiment_name}-{sweep_id}",
+    )
+    key_params = {name: METHODS[name].key_params for name in space.method_names}
+    progress = SweepProgress(objective, sweep.trials, console, key_params)
+    gpus = 1.0 if device.type == "cuda" else 0.0
+    trainable = tune.with_resources(
+        tune.with_parameters(sparsetune_trial, template=template),
+        {"cpu": sweep.cpus_per_trial, "gpu": gpus},
+    )
+    started_ray = _start_ray(sweep)
+    failed = True
+    try:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=sweep.trials,
+                max_concurrent_trials=sweep.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"sweep-{sweep_id}",
+                storage_path=str(sweep_dir / "ray"),
+                callbacks=[progress],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+        tuner.fit()
+        failed = False
+    finally:
+        if started_ray:
+            ray.shutdown()
+        outcome = _finish(sweep, sweep_dir, progress, parent, objective, dense, failed)
+    console.print(pareto_table(outcome.front, title=f"Pareto front: {sweep.experiment_name}"))
+    console.print(f"results: {sweep_dir / 'pareto.json'}, {sweep_dir / 'trials.csv'}; "
+                  f"MLflow: {tracking_uri} (experiment {sweep.experiment_name!r})", highlight=False)
+    return outcome
+
+
+def _start_ray(sweep: SweepConfig) -> bool:
+    """Join `--address`, or start a local Ray sized to this machine. True if we started it."""
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": "ERROR",
+        "configure_logging": True,
+    }
+    if sweep.address:
+        ray.init(address=sweep.address, **options)
+    else:
+        gpus = torch.cuda.device_count() if sweep.device != "cpu" else 0
+        ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, **options)
+    return True
+
+
+def _finish(sweep, sweep_dir, progress, parent, objective, dense, failed) -> SweepOutcome:
+    front = progress.front()
+    rows = progress.rows + progress.failure_rows()
+    meta = {
+        "experiment": sweep.experiment_name,
+        "objective": {"name": objective.name, "metrics": objective.metrics,
+                      "modes": objective.modes},
+        "model": sweep.model,
+        "dataset": sweep.dataset,
+        "dense": {"key": dense.key, **dense.checkpoint.metrics},
+        "trials": {"requested": sweep.trials, "finished": len(progress.done),
+                   "failed": len(progress.failures)},
+        "parent_run_id": parent.run_id,
+    }
+    write_pareto_json(sweep_dir / "pareto.json", front, meta)
+    write_trials_csv(sweep_dir / "trials.csv", rows)
+    (sweep_dir / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2))
+    parent.log_metrics({"front_size": len(front), "trials_finished": len(progress.done),
+                        "trials_failed": len(progress.failures)})
+    parent.set_tags({"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]})
+    parent.log_files([sweep_dir / "pareto.json", sweep_dir / "trials.csv"])
+    parent.finish(failed=failed)
+    return SweepOutcome(sweep_dir, front, rows, dict(progress.failures), parent.run_id)

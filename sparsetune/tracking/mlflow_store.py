@@ -1,0 +1,98 @@
+"""MLflow records: one experiment per sweep name, a parent run per sweep, a child run per trial.
+
+Uses `MlflowClient` with explicit run ids rather than the fluent `mlflow.start_run`, whose active
+run is process-global: Ray reuses worker processes, and a trial must never log into another's run.
+Child runs are linked to the parent with the `mlflow.parentRunId` tag, which works across
+processes on one tracking URI.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(str(k), str(v)[:6000]) for k, v in values.items()]
+
+
+def _tags(values: Mapping[str, Any]) -> list[RunTag]:
+    return [RunTag(str(k), str(v)) for k, v in values.items()]
+
+
+def _metrics(values: Mapping[str, Any], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [
+        Metric(k, float(v), now, step)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
+
+
+class MlflowRun:
+    """One MLflow run, addressed by id."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if params:
+            self.client.log_batch(self.run_id, params=_params(params))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if tags:
+            self.client.log_batch(self.run_id, tags=_tags(tags))
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
+        batch = _metrics(metrics, step)
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_files(self, files: Iterable[Path], artifact_path: str | None = None) -> None:
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+
+
+class MlflowStore:
+    """A tracking URI and one experiment in it."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.client = MlflowClient(tracking_uri)
+
+    @classmethod
+    def open(cls, tracking_uri: str, experiment: str, artifact_dir: Path | None) -> MlflowStore:
+        """Get or create the experiment; artifacts go to `artifact_dir` when the store is local."""
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return cls(tracking_uri, found.experiment_id)
+        location = Path(artifact_dir).resolve().as_uri() if artifact_dir else None
+        return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
+
+    def start_run(
+        self, name: str, *, parent: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> MlflowRun:
+        all_tags = dict(tags or {})
+        if parent is not None:
+            all_tags[PARENT_TAG] = parent
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()}
+        )
+        return MlflowRun(self.client, run.info.run_id)
+
+    def run(self, run_id: str) -> MlflowRun:
+        return MlflowRun(self.client, run_id)

@@ -1,0 +1,1 @@
+"""Training, evaluation and the sparsity / FLOPs accounting that every method reports."""

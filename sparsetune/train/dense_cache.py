@@ -1,0 +1,81 @@
+"""The dense stage, trained once per (model, data, recipe, seed) and shared by every trial.
+
+An entry is a folder `<root>/dense/<key>/` holding the initial and trained weights (safetensors)
+and `meta.json`. A file lock makes concurrent trials that need the same entry train it once: the
+first trains, the others wait, then read. The entry is written under a temporary name and renamed
+into place in one step, so no reader ever sees a torn entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+
+
+@dataclass(frozen=True)
+class DenseCheckpoint:
+    init: dict[str, torch.Tensor]  # theta_0, before any training
+    final: dict[str, torch.Tensor]  # after the dense recipe
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CachedDense:
+    checkpoint: DenseCheckpoint
+    key: str
+    path: Path
+    trained_here: bool  # False when it was read from the cache
+
+
+class DenseCache:
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+
+    def entry(self, key: str) -> Path:
+        return self.root / "dense" / key
+
+    def get_or_train(self, key: str, train: Callable[[], DenseCheckpoint]) -> CachedDense:
+        path = self.entry(key)
+        if (path / "meta.json").exists():
+            return CachedDense(self._load(path), key, path, trained_here=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if (path / "meta.json").exists():  # another trial trained it while we waited
+                return CachedDense(self._load(path), key, path, trained_here=False)
+            checkpoint = train()
+            self._store(path, checkpoint)
+        return CachedDense(checkpoint, key, path, trained_here=True)
+
+    @staticmethod
+    def _load(path: Path) -> DenseCheckpoint:
+        meta = json.loads((path / "meta.json").read_text())
+        return DenseCheckpoint(
+            init=load_file(path / "init.safetensors"),
+            final=load_file(path / "final.safetensors"),
+            metrics=meta["metrics"],
+        )
+
+    @staticmethod
+    def _store(path: Path, checkpoint: DenseCheckpoint) -> None:
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_file(_contiguous(checkpoint.init), staging / "init.safetensors")
+        save_file(_contiguous(checkpoint.final), staging / "final.safetensors")
+        meta = {"metrics": checkpoint.metrics, "created": time.time(), "pid": os.getpid()}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(path, ignore_errors=True)  # a stale entry without meta.json
+        os.replace(staging, path)
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}

@@ -1,0 +1,181 @@
+"""One trial, start to finish, with no Ray or MLflow: the core that every front end calls.
+
+`run_trial(config, ...)` loads the data, gets the dense stage from the cache (training it only if
+no trial has), builds the method, attaches masks, and lets the method's schedule drive. Each
+round's point goes to `on_round`; the search layer turns those into Ray reports and MLflow
+metrics, a single-run command prints them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from sparsetune.config import TrialConfig
+from sparsetune.data import load_splits
+from sparsetune.data.tensors import Splits
+from sparsetune.identity import dense_key
+from sparsetune.models import build_model
+from sparsetune.pruning import METHODS
+from sparsetune.pruning.base import PruningMethod
+from sparsetune.pruning.masking import MaskSet, attach_masks, squashed_state_dict
+from sparsetune.train.dense_cache import CachedDense, DenseCache, DenseCheckpoint
+from sparsetune.train.loop import evaluate, fit
+from sparsetune.train.metrics import SparsityReport, layer_macs, sparsity_report
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One reported point of a trial: a candidate for the Pareto front."""
+
+    round: int
+    val_acc: float
+    val_loss: float
+    test_acc: float
+    compression: float
+    flops_ratio: float
+    remaining_weights: int
+    total_weights: int
+    architecture: str
+    seconds: float  # wall time since the trial started
+    report: SparsityReport
+    ticket_path: Path | None = None
+
+    def metrics(self) -> dict[str, float | int | str]:
+        """The flat numbers a tracker or a searcher records for this round."""
+        values = asdict(self)
+        del values["report"], values["ticket_path"]
+        return values
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA device is visible; use cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TrialContext:
+    """What a schedule works with: the model, its masks, the method, the data, and two verbs,
+    `retrain` and `report`."""
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        model: nn.Module,
+        masks: MaskSet,
+        method: PruningMethod,
+        splits: Splits,
+        dense: CachedDense,
+        workdir: Path | None,
+        on_round: Callable[[RoundResult], None],
+    ):
+        self.config = config
+        self.model = model
+        self.masks = masks
+        self.method = method
+        self.splits = splits
+        self.dense = dense
+        self.workdir = workdir
+        self._on_round = on_round
+        self._macs = layer_macs(model, splits.input_shape)
+        self._started = time.perf_counter()
+        self._retrain_count = 0
+        self.results: list[RoundResult] = []
+
+    def retrain(self, epochs: int) -> None:
+        recipe = self.method.retrain_recipe(self.config.train).model_copy(update={"epochs": epochs})
+        # A new seed per retraining phase: each phase sees its own batch order, reproducibly.
+        self._retrain_count += 1
+        fit(self.model, self.splits.train, recipe, seed=self.config.seed + 1000 * self._retrain_count,
+            hooks=self.method)
+
+    def report(self, round_index: int) -> RoundResult:
+        val_acc, val_loss = evaluate(self.model, self.splits.val)
+        test_acc, _ = evaluate(self.model, self.splits.test)
+        report = sparsity_report(self.model, self._macs)
+        result = RoundResult(
+            round=round_index,
+            val_acc=val_acc,
+            val_loss=val_loss,
+            test_acc=test_acc,
+            compression=report.compression,
+            flops_ratio=report.flops_ratio,
+            remaining_weights=report.remaining_weights,
+            total_weights=report.total_weights,
+            architecture=report.architecture,
+            seconds=time.perf_counter() - self._started,
+            report=report,
+            ticket_path=self._save_ticket(round_index),
+        )
+        self.results.append(result)
+        self._on_round(result)
+        return result
+
+    def _save_ticket(self, round_index: int) -> Path | None:
+        """The round's masks and trained weights; the initial weights are saved once per trial."""
+        if self.workdir is None:
+            return None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        initial = self.workdir / "init.safetensors"
+        if not initial.exists():
+            _atomic_save(self.dense.checkpoint.init, initial)
+        tensors = {f"mask.{name}": mask.to(torch.uint8) for name, mask in self.masks.state().items()}
+        tensors |= {f"weight.{name}": value for name, value in squashed_state_dict(self.model).items()}
+        path = self.workdir / f"round-{round_index}.safetensors"
+        _atomic_save(tensors, path)
+        return path
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging)
+    os.replace(staging, path)
+
+
+def train_dense(config: TrialConfig, splits: Splits, device: torch.device) -> DenseCheckpoint:
+    """The dense stage: seeded initialisation, then the dense recipe."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, splits.input_shape, splits.num_classes).to(device)
+    init = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    fit(model, splits.train, config.train, seed=config.seed)
+    val_acc, val_loss = evaluate(model, splits.val)
+    return DenseCheckpoint(
+        init=init, final=model.state_dict(), metrics={"val_acc": val_acc, "val_loss": val_loss}
+    )
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    cache_dir: Path,
+    workdir: Path | None = None,
+    on_round: Callable[[RoundResult], None] = lambda result: None,
+    on_dense: Callable[[CachedDense], None] = lambda dense: None,
+) -> list[RoundResult]:
+    """Run one configuration; returns every reported round."""
+    device = resolve_device(config.device)
+    splits = load_splits(config.data).to(device)
+    dense = DenseCache(cache_dir).get_or_train(
+        dense_key(config), lambda: train_dense(config, splits, device)
+    )
+    on_dense(dense)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, splits.input_shape, splits.num_classes).to(device)
+    model.load_state_dict(dense.checkpoint.final)
+    masks = attach_masks(model)
+    method = METHODS[config.method](config.method_config())
+    method.attach(model, masks)
+    context = TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
+    method.schedule().run(context)
+    return context.results
+
+
