@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import click
 import typer
 
 app = typer.Typer(
@@ -90,8 +89,21 @@ def search(
 
     from sparsetune.search.sweep import run_sweep
 
-    outcome = run_sweep(sweep, space_model, splits, Console(stderr=True))
-    Console().print(f"front: {len(outcome.front)} points, {len(outcome.failures)} failed trials")
+    # A table printed to a file or a pipe is read later, not in an 80-column terminal.
+    width = None if sys.stdout.isatty() else 160
+    outcome = run_sweep(sweep, space_model, splits, Console(stderr=True, width=width))
+
+    from sparsetune.report.tables import pareto_table
+
+    console = Console(width=width)
+    console.print(pareto_table(outcome.front, title=f"Pareto front: {sweep.experiment_name}"))
+    console.print(
+        f"{len(outcome.front)} front points, {len(outcome.failures)} failed trials\n"
+        f"results: {outcome.sweep_dir / 'pareto.json'}, {outcome.sweep_dir / 'trials.csv'}\n"
+        f"MLflow:  {outcome.tracking_uri} (experiment {sweep.experiment_name!r}; "
+        f"mlflow ui --backend-store-uri {outcome.tracking_uri})",
+        highlight=False,
+    )
 
 
 # -- input checks: each raises BadInput with one line -------------------------------------
@@ -162,16 +174,23 @@ def _fail(message: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray's new console output ignores verbose=0 and prints an experiment box and a TensorBoard
+    # hint; the classic output honours it, leaving sparsetune's own progress lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="sparsetune", standalone_mode=False)
     except BadInput as error:
         _fail(str(error))
-    except click.UsageError as error:
-        hint = f"; see 'sparsetune {error.ctx.info_name if error.ctx else ''} --help'"
-        _fail(error.format_message().replace("\n", " ") + hint.replace(" sparsetune --", " --"))
-    except click.Abort:
+    except typer.TyperException as error:  # typer's (vendored click's) usage errors
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+            print(context.get_help())
+            return EXIT_BAD_INPUT
+        message = error.format_message().replace("\n", " ").rstrip(".")
+        command = context.command_path if context is not None else "sparsetune"
+        _fail(f"{message}; see '{command} --help'")
+    except typer.Abort:
         print("sparsetune: interrupted", file=sys.stderr)
         return 130
     return code if isinstance(code, int) else 0

@@ -134,7 +134,7 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
         allowed = _allowed_keys(error)
         if allowed:
             message += f"; allowed keys: {', '.join(allowed)}"
-    elif "input" in first and first["type"] not in ("missing",):
+    elif "input" in first and first["type"] != "missing" and repr(first["input"]) not in message:
         message += f" (got {first['input']!r})"
     return f"{where}: {message}" if where else message
 

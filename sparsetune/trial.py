@@ -128,7 +128,7 @@ class TrialContext:
         initial = self.workdir / "init.safetensors"
         if not initial.exists():
             _atomic_save(self.dense.checkpoint.init, initial)
-        tensors = {f"mask.{name}": mask.to(torch.uint8) for name, mask in self.masks.state().items()}
+        tensors = {f"mask.{name}": mask for name, mask in self.masks.state().items()}
         tensors |= {f"weight.{name}": value for name, value in squashed_state_dict(self.model).items()}
         path = self.workdir / f"round-{round_index}.safetensors"
         _atomic_save(tensors, path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import re
 import socket
 import tempfile
@@ -111,6 +112,10 @@ def _has_idx_files(raw: Path) -> bool:
 
 
 def _fetch(source: _Source, dataset_class: type[MNIST], raw: Path) -> None:
+    created = raw
+    while not created.parent.exists():
+        created = created.parent
+    created = None if created.exists() else created  # the folder this call creates, if any
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -128,6 +133,8 @@ def _fetch(source: _Source, dataset_class: type[MNIST], raw: Path) -> None:
             return
         reason = _download(source, dataset_class, raw)
     if reason is not None:
+        if created is not None:  # leave no empty folders (or a lock file) behind a failure
+            shutil.rmtree(created, ignore_errors=True)
         fixes = ["put the idx files there", "pass --data-dir"]
         fixes += [source.install_hint] if source.install_hint else []
         fixes += ["or connect to the network"]

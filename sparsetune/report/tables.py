@@ -17,11 +17,13 @@ def _format_params(params: Mapping[str, Any]) -> str:
 
 
 def pareto_table(front: Sequence[Mapping[str, Any]], title: str = "Pareto front") -> Table:
-    table = Table(title=title)
-    for column in ("val acc", "test acc", "test err %", "compression", "FLOPs", "method",
-                   "key hyperparameters", "round", "run id"):
-        table.add_column(column, justify="left" if column in ("method", "key hyperparameters",
-                                                              "run id") else "right")
+    """One row per front point. Narrow numeric columns never wrap; the hyperparameters fold."""
+    table = Table(title=title, title_justify="left")
+    for column in ("val acc", "test acc", "test err%", "compr.", "FLOPs", "method", "round",
+                   "run id"):
+        table.add_column(column, no_wrap=True,
+                         justify="left" if column in ("method", "run id") else "right")
+    table.add_column("key hyperparameters", overflow="fold", min_width=20)
     for row in front:
         record = front_record(row)
         table.add_row(
@@ -31,9 +33,9 @@ def pareto_table(front: Sequence[Mapping[str, Any]], title: str = "Pareto front"
             f"{record['compression']:.1f}x",
             f"{100 * record['flops_ratio']:.1f}%",
             str(record["method"]),
-            _format_params(row.get("key_params", {})),
             str(record["round"]),
-            str(record["run_id"] or record["trial_id"]),
+            str(record["run_id"] or record["trial_id"])[:8],
+            _format_params(row.get("key_params", {})),
         )
     return table
 

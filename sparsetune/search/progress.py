@@ -6,6 +6,7 @@ done, running, failed, and how big the front is now.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -22,14 +23,19 @@ ROUND_KEYS = (
 
 
 def _error_line(trial: Any) -> str:
-    """The last line of a failed trial's exception: the reason, without the traceback."""
-    try:
-        error = trial.get_error()
-    except Exception:  # noqa: BLE001 - no error file: report what Ray knows
-        error = None
-    text = str(getattr(error, "__cause__", None) or error or "the trial's worker failed")
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
+    """The last line of a failed trial's exception: the reason, without the traceback.
+
+    Ray writes the traceback to the trial's local error file before it calls the callbacks."""
+    text = ""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        text = Path(path).read_text(errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "the trial's worker failed without an error message"
+    # "sparsetune.train.loop.TrainingDiverged: training loss ..." -> "TrainingDiverged: ..."
+    kind, sep, message = lines[-1].partition(": ")
+    return f"{kind.rpartition('.')[2]}: {message}" if sep and " " not in kind else lines[-1]
 
 
 class SweepProgress(Callback):
@@ -41,6 +47,7 @@ class SweepProgress(Callback):
         self.key_params = key_params
         self.rows: list[dict[str, Any]] = []
         self.failures: dict[str, str] = {}
+        self._failed_configs: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
         self.done: set[str] = set()
         self._last_line = ""
@@ -81,6 +88,9 @@ class SweepProgress(Callback):
         reason = _error_line(trial)
         self.failures[trial.trial_id] = reason
         method, params = params_from_flat(trial.config)
+        self._failed_configs[trial.trial_id] = {
+            "method": method, "params": params, "config_hash": trial.config.get("config_hash")
+        }
         self.console.print(f"[yellow]trial {trial.trial_id} ({method}) failed:[/] {reason}")
         self._print()
 
@@ -90,7 +100,8 @@ class SweepProgress(Callback):
 
     def failure_rows(self) -> list[dict[str, Any]]:
         return [
-            {"trial_id": trial_id, "status": "failed", "error": reason}
+            {**self._failed_configs[trial_id], "trial_id": trial_id, "status": "failed",
+             "error": reason}
             for trial_id, reason in self.failures.items()
         ]
 

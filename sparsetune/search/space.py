@@ -70,15 +70,15 @@ class ParamSpec(BaseModel):
                 raise ValueError("a log range needs low > 0")
         return self
 
-    def candidate_values(self) -> list[Scalar]:
-        """Every value this spec can produce at its edges, for validation."""
+    def candidate_values(self) -> list[tuple[str, Scalar]]:
+        """(where, value) for every value this spec can produce at its edges, for validation."""
         if self.value is not None:
-            return [self.value]
+            return [("", self.value)]
         if self.choices is not None:
-            return list(self.choices)
+            return [("choices", choice) for choice in self.choices]
         assert self.low is not None and self.high is not None
         cast = int if self.integer else float
-        return [cast(self.low), cast(self.high)]
+        return [("low", cast(self.low)), ("high", cast(self.high))]
 
     def suggest(self, trial: optuna.Trial, name: str) -> Scalar:
         if self.value is not None:
@@ -192,11 +192,12 @@ def _check_against_method_configs(space: SearchSpace) -> None:
                         f"{where}: `when` refers to {other!r}, which must be a parameter of "
                         f"{method} listed before {name!r}"
                     )
-            for value in spec.candidate_values():
+            for edge, value in spec.candidate_values():
                 try:
                     config_class.model_validate({name: value})
                 except ValidationError as error:
-                    raise ValueError(f"{where}: {describe_validation_error(error)}") from None
+                    problem = describe_validation_error(error).removeprefix(f"{name}: ")
+                    raise ValueError(f"{where}{'.' + edge if edge else ''}: {problem}") from None
 
 
 def _read_yaml(path: Path) -> Any:

@@ -27,7 +27,6 @@ from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key, trial_hash
 from sparsetune.pruning import METHODS
 from sparsetune.report.results import write_pareto_json, write_trials_csv
-from sparsetune.report.tables import pareto_table
 from sparsetune.search.objectives import get_objective
 from sparsetune.search.progress import SweepProgress
 from sparsetune.search.samplers import make_sampler
@@ -45,6 +44,7 @@ class SweepOutcome:
     rows: list[dict[str, Any]]
     failures: dict[str, str]
     parent_run_id: str | None
+    tracking_uri: str
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ class DefineByRun:
         flat = self.space.sample(trial)
         config_hash = trial_hash(self.template.trial_config(flat))
         trial.set_user_attr("config_hash", config_hash)
-        return {"config_hash": config_hash}
+        # Ray's trial config holds what Optuna sampled plus what this returns: return the
+        # whole flat config, so fixed values and a lone method reach the trainable too.
+        return {**flat, "config_hash": config_hash}
 
 
 def data_config(sweep: SweepConfig) -> DataConfig:
@@ -69,7 +71,20 @@ def data_config(sweep: SweepConfig) -> DataConfig:
     )
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for sparsetune's progress: the libraries' INFO lines say nothing a
+    user acts on (study created, database tables created)."""
+    import logging
+
+    import mlflow  # noqa: F401 - configures its loggers on import; set the level after that
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def run_sweep(sweep: SweepConfig, space: SearchSpace, splits: Splits, console: Console) -> SweepOutcome:
+    _quiet_libraries()
     objective = get_objective(sweep.objective)
     sweep_dir = sweep.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -155,9 +170,6 @@ def run_sweep(sweep: SweepConfig, space: SearchSpace, splits: Splits, console: C
         if started_ray:
             ray.shutdown()
         outcome = _finish(sweep, sweep_dir, progress, parent, objective, dense, failed)
-    console.print(pareto_table(outcome.front, title=f"Pareto front: {sweep.experiment_name}"))
-    console.print(f"results: {sweep_dir / 'pareto.json'}, {sweep_dir / 'trials.csv'}; "
-                  f"MLflow: {tracking_uri} (experiment {sweep.experiment_name!r})", highlight=False)
     return outcome
 
 
@@ -201,4 +213,5 @@ def _finish(sweep, sweep_dir, progress, parent, objective, dense, failed) -> Swe
     parent.set_tags({"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]})
     parent.log_files([sweep_dir / "pareto.json", sweep_dir / "trials.csv"])
     parent.finish(failed=failed)
-    return SweepOutcome(sweep_dir, front, rows, dict(progress.failures), parent.run_id)
+    return SweepOutcome(sweep_dir, front, rows, dict(progress.failures), parent.run_id,
+                        parent.client.tracking_uri)

@@ -1,0 +1,161 @@
+"""End to end: the real CLI runs real Ray Tune trials chosen by a real Optuna sampler and recorded
+in a real MLflow store, on synthetic data small enough for CI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from cli_helpers import run_cli
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from sparsetune.search.pareto import dominates
+
+pytestmark = pytest.mark.slow
+
+SMALL_SPACE = """
+train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
+methods:
+  dense: {}
+  magnitude:
+    criterion: {choices: [std, global]}
+    c_fc: {low: 0.5, high: 2.0, when: {criterion: std}}
+    sparsity: {low: 0.5, high: 0.95, when: {criterion: global}}
+    rounds: {low: 1, high: 2}
+    retrain_epochs: 1
+"""
+
+DIVERGING_SPACE = """
+train: {optimizer: sgd, lr: 10.0, epochs: 0}
+methods:
+  magnitude:
+    criterion: global
+    sparsity: 0.5
+    rounds: 1
+    retrain_epochs: 1
+    retrain_lr_factor: {choices: [1.0, 0.001]}
+"""
+
+COMMON = ["--model", "lenet300", "--dataset", "synthetic", "--val-size", "500",
+          "--max-concurrent", "2", "--seed", "0"]
+
+
+def _sweep(tmp_path: Path, space: str, trials: int, experiment: str):
+    (tmp_path / "space.yaml").write_text(space)
+    out = tmp_path / "sweep"
+    result = run_cli(
+        "search", *COMMON, "--trials", str(trials), "--space", str(tmp_path / "space.yaml"),
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--experiment", experiment,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, out
+
+
+def _runs(out: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def _rows(out: Path) -> list[dict]:
+    with (out / "trials.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_four_trial_pareto_search_records_everything(tmp_path):
+    result, out = _sweep(tmp_path, SMALL_SPACE, trials=4, experiment="e2e")
+    assert "Pareto front" in result.stdout
+    assert "4 done, 0 running, 0 failed of 4" in result.stderr
+
+    # MLflow: one parent, four children linked to it, each with params, tags, metrics, ticket.
+    client, parents, children = _runs(out, "e2e")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "pareto.json", "trials.csv"}
+    rows = _rows(out)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["method"] in ("dense", "magnitude")
+        assert len(child.data.tags["config_hash"]) == 16
+        assert child.data.params["method"] == child.data.tags["method"]
+        history = client.get_metric_history(child.info.run_id, "compression")
+        own_rows = [r for r in rows if r["run_id"] == child.info.run_id]
+        assert [m.step for m in history] == [int(r["round"]) for r in own_rows]
+        for name in ("val_acc", "flops_ratio"):
+            assert len(client.get_metric_history(child.info.run_id, name)) == len(own_rows)
+        files = {a.path for a in client.list_artifacts(child.info.run_id, "ticket")}
+        last = own_rows[-1]["round"]
+        assert {"ticket/init.safetensors", f"ticket/round-{last}.safetensors",
+                f"ticket/round-{last}-layers.csv",
+                f"ticket/round-{last}-architecture.json"} <= files
+        ticket = load_file(client.download_artifacts(
+            child.info.run_id, f"ticket/round-{last}.safetensors", str(tmp_path)))
+        for key, mask in ticket.items():
+            if key.startswith("mask."):
+                weight = ticket["weight." + key.removeprefix("mask.")]
+                assert mask.dtype == torch.bool
+                assert (weight[~mask] == 0).all()
+        architecture = json.loads(Path(client.download_artifacts(
+            child.info.run_id, f"ticket/round-{last}-architecture.json", str(tmp_path))
+        ).read_text())
+        assert architecture["architecture"] == own_rows[-1]["architecture"]
+
+    # pareto.json is exactly the non-dominated set of every (trial, round) in trials.csv.
+    front = json.loads((out / "pareto.json").read_text())["front"]
+    assert front
+    points = [(float(r["val_acc"]), float(r["compression"])) for r in rows if r["status"] == "ok"]
+    front_points = {(p["val_acc"], p["compression"]) for p in front}
+    for point in front_points:
+        assert not any(dominates(other, point) for other in points)
+    for point in points:
+        if not any(dominates(other, point) for other in points):
+            assert point in front_points
+    for record in front:
+        assert {"val_acc", "test_acc", "test_error", "compression", "flops_ratio", "method",
+                "params", "run_id"} <= set(record)
+
+    # The dense stage was trained once, in one cache entry, for all four trials.
+    entries = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
+    assert len(entries) == 1
+    assert "trained now" in result.stderr
+    assert {c.data.tags["dense_stage"] for c in children} == {f"cache:{entries[0].name}"}
+
+    # Optuna holds the four trials, tagged with the same config hashes as MLflow.
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    (study_name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {t.user_attrs["config_hash"] for t in study.trials} == {
+        c.data.tags["config_hash"] for c in children}
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
+    result, out = _sweep(tmp_path, DIVERGING_SPACE, trials=4, experiment="nan")
+    rows = _rows(out)
+    failed = [r for r in rows if r["status"] == "failed"]
+    finished = [r for r in rows if r["status"] == "ok"]
+    assert failed and finished, rows
+    assert all("training loss became nan" in r["error"] for r in failed)
+    assert "failed: TrainingDiverged" in result.stderr or "training loss became nan" in result.stderr
+
+    _, _, children = _runs(out, "nan")
+    statuses = sorted(c.info.status for c in children)
+    assert statuses.count("FAILED") == len(failed)
+    assert statuses.count("FINISHED") == len({r["trial_id"] for r in finished})
+    for child in children:
+        if child.info.status == "FAILED":
+            assert "training loss became nan" in child.data.tags["error"]
+    summary = json.loads((out / "pareto.json").read_text())
+    assert summary["trials"]["failed"] == len(failed)

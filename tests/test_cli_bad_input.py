@@ -1,0 +1,96 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, no traceback, nothing written.
+
+Each case runs the real command in a subprocess and checks that neither the sweep folder nor an
+MLflow store appears.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+BAD_SPACES = {
+    "out_of_range.yaml": "methods:\n  magnitude:\n    c_fc: {low: -1, high: 2}\n",
+    "malformed.yaml": "methods:\n  magnitude: [\n",
+    "unknown_method.yaml": "methods:\n  prune_all: {}\n",
+    "unknown_param.yaml": "methods:\n  magnitude:\n    c_xyz: 1.0\n",
+    "empty_range.yaml": "methods:\n  magnitude:\n    rounds: {low: 5, high: 2}\n",
+}
+
+CASES = [
+    # (id, arguments, words the one line must contain)
+    ("unknown-model", ["--model", "lenet9"], ["--model", "lenet9", "lenet300, lenet5"]),
+    ("unknown-dataset", ["--dataset", "cifar7"], ["--dataset", "cifar7", "fashion-mnist, mnist"]),
+    ("unknown-objective", ["--objective", "fast"], ["--objective", "fast", "pareto"]),
+    ("unknown-method", ["--methods", "magnitude,snipp"], ["--methods", "snipp", "dense, magnitude"]),
+    ("zero-trials", ["--trials", "0"], ["--trials", "greater than or equal to 1"]),
+    ("negative-trials", ["--trials", "-3"], ["--trials", "greater than or equal to 1"]),
+    ("text-trials", ["--trials", "many"], ["--trials", "integer"]),
+    ("zero-concurrency", ["--max-concurrent", "0"], ["--max-concurrent"]),
+    ("bad-device", ["--device", "tpu"], ["--device", "'cpu'"]),
+    ("out-of-range-space", ["--space", "{spaces}/out_of_range.yaml"],
+     ["out_of_range.yaml", "methods.magnitude.c_fc.low", "greater than 0"]),
+    ("malformed-space", ["--space", "{spaces}/malformed.yaml"], ["malformed.yaml", "not valid YAML"]),
+    ("unknown-method-in-space", ["--space", "{spaces}/unknown_method.yaml"],
+     ["methods.prune_all", "dense, magnitude"]),
+    ("unknown-param-in-space", ["--space", "{spaces}/unknown_param.yaml"],
+     ["methods.magnitude.c_xyz", "unknown parameter", "c_fc"]),
+    ("empty-range-in-space", ["--space", "{spaces}/empty_range.yaml"], ["rounds", "low"]),
+    ("missing-space", ["--space", "{spaces}/nowhere.yaml"], ["nowhere.yaml", "--space"]),
+    ("missing-data-no-network", ["--dataset", "mnist", "--data-dir", "{tmp}/no-data"],
+     ["mnist", "--data-dir"]),
+    ("out-under-a-file", ["--out", "{tmp}/a-file/sweep"], ["--out", "a-file", "not a folder"]),
+    ("out-unwritable", ["--out", "/proc/sparsetune-sweep"], ["--out", "cannot write"]),
+    ("unknown-option", ["--bogus"], ["--bogus", "--help"]),
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    for name, text in BAD_SPACES.items():
+        (spaces / name).write_text(text)
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case_id, arguments, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line_and_exit_code_2(workdir, case_id, arguments, expected):
+    arguments = [a.format(spaces=workdir / "spaces", tmp=workdir) for a in arguments]
+    if "--model" not in arguments:
+        arguments = ["--model", "lenet5", *arguments]
+    if "--out" not in arguments:
+        arguments += ["--out", str(workdir / "sweep")]
+    before = sorted(p.name for p in workdir.iterdir())
+
+    result = run_cli("search", *arguments, "--cache-dir", str(workdir / "cache"), cwd=workdir)
+
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sparsetune: error: ")
+    for word in expected:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    # Nothing half-written: no sweep folder, no MLflow store, no dense cache.
+    assert sorted(p.name for p in workdir.iterdir()) == before
+    assert not list(workdir.rglob("mlflow.db"))
+
+
+def test_missing_model_option_is_bad_input(tmp_path):
+    result = run_cli("search", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sparsetune: error: Missing option '--model'; see 'sparsetune search --help'"
+    ]
+
+
+def test_help_on_every_command(tmp_path):
+    for command in ([], ["search"]):
+        result = run_cli(*command, "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Usage: sparsetune" in result.stdout
+    assert "--objective" in run_cli("search", "--help", cwd=tmp_path).stdout
