@@ -41,31 +41,42 @@ def search(
     dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist or synthetic")] = (
         "fashion-mnist"
     ),
-    data_dir: Annotated[Path | None, typer.Option(help="torchvision data folder "
-                                                  "[default: ~/.cache/sparsetune/data]")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="torchvision data folder [default: ~/.cache/sparsetune/data]"),
+    ] = None,
     subset: Annotated[int | None, typer.Option(help="train on this many examples")] = None,
     trials: Annotated[int, typer.Option(help="number of trials")] = 8,
     max_concurrent: Annotated[int, typer.Option(help="trials running at once")] = 2,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial")] = 1.0,
-    space: Annotated[Path | None, typer.Option(help="search-space YAML "
-                                               "[default: the model's built-in space]")] = None,
-    methods: Annotated[str | None, typer.Option(help="restrict to these methods, "
-                                                "comma-separated")] = None,
-    out: Annotated[Path | None, typer.Option(help="sweep folder "
-                                             "[default: ./sparsetune-runs/<experiment>]")] = None,
-    experiment: Annotated[str | None, typer.Option(help="experiment name "
-                                                   "[default: <model>-<dataset>-<objective>]")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI "
-                                                     "[default: sqlite file in the sweep folder]")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="dense-model cache "
-                                                   "[default: ~/.cache/sparsetune/cache]")] = None,
+    space: Annotated[
+        Path | None, typer.Option(help="search-space YAML [default: the model's built-in space]")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="restrict to these methods, comma-separated")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="sweep folder [default: ./sparsetune-runs/<experiment>]")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="experiment name [default: <model>-<dataset>-<objective>]")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI [default: sqlite file in the sweep folder]"),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="dense-model cache [default: ~/.cache/sparsetune/cache]")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the sampler and of training")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="dense training epochs "
-                                               "[default: the space's]")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="dense training epochs [default: the space's]")
+    ] = None,
     val_size: Annotated[int, typer.Option(help="validation examples held out of train")] = 5000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    address: Annotated[str | None, typer.Option(help="join this Ray cluster "
-                                                "(default: start a local one)")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="join this Ray cluster (default: start a local one)")
+    ] = None,
 ) -> None:
     """Search pruning methods and their knobs; print and save the Pareto front."""
     from rich.console import Console
@@ -73,13 +84,25 @@ def search(
     from sparsetune.config import SweepConfig
 
     given = {
-        "model": model, "objective": objective, "dataset": dataset, "data_dir": data_dir,
-        "subset": subset, "trials": trials, "max_concurrent": max_concurrent,
-        "cpus_per_trial": cpus_per_trial, "space": space,
+        "model": model,
+        "objective": objective,
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "subset": subset,
+        "trials": trials,
+        "max_concurrent": max_concurrent,
+        "cpus_per_trial": cpus_per_trial,
+        "space": space,
         "methods": [m.strip() for m in methods.split(",") if m.strip()] if methods else None,
-        "out": out, "experiment": experiment, "tracking_uri": tracking_uri,
-        "cache_dir": cache_dir, "seed": seed, "epochs": epochs, "val_size": val_size,
-        "device": device, "address": address,
+        "out": out,
+        "experiment": experiment,
+        "tracking_uri": tracking_uri,
+        "cache_dir": cache_dir,
+        "seed": seed,
+        "epochs": epochs,
+        "val_size": val_size,
+        "device": device,
+        "address": address,
     }
     sweep = _validated(SweepConfig, {k: v for k, v in given.items() if v is not None})
     space_model = _checked_space(sweep)

@@ -57,4 +57,6 @@ def import_object(path: str) -> Any:
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise ValueError(f"{module_name!r} has no attribute {attribute!r} (from {path!r})") from None
+        raise ValueError(
+            f"{module_name!r} has no attribute {attribute!r} (from {path!r})"
+        ) from None

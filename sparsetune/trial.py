@@ -95,8 +95,13 @@ class TrialContext:
         recipe = self.method.retrain_recipe(self.config.train).model_copy(update={"epochs": epochs})
         # A new seed per retraining phase: each phase sees its own batch order, reproducibly.
         self._retrain_count += 1
-        fit(self.model, self.splits.train, recipe, seed=self.config.seed + 1000 * self._retrain_count,
-            hooks=self.method)
+        fit(
+            self.model,
+            self.splits.train,
+            recipe,
+            seed=self.config.seed + 1000 * self._retrain_count,
+            hooks=self.method,
+        )
 
     def report(self, round_index: int) -> RoundResult:
         val_acc, val_loss = evaluate(self.model, self.splits.val)
@@ -129,7 +134,9 @@ class TrialContext:
         if not initial.exists():
             _atomic_save(self.dense.checkpoint.init, initial)
         tensors = {f"mask.{name}": mask for name, mask in self.masks.state().items()}
-        tensors |= {f"weight.{name}": value for name, value in squashed_state_dict(self.model).items()}
+        tensors |= {
+            f"weight.{name}": value for name, value in squashed_state_dict(self.model).items()
+        }
         path = self.workdir / f"round-{round_index}.safetensors"
         _atomic_save(tensors, path)
         return path
@@ -177,5 +184,3 @@ def run_trial(
     context = TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
     method.schedule().run(context)
     return context.results
-
-

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import re
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass

@@ -74,8 +74,9 @@ class MagnitudePruning(PruningMethod):
     def compute_masks(
         self, model: nn.Module, masks: MaskSet, round_info: RoundInfo
     ) -> dict[str, torch.Tensor]:
-        names = [name for name in masks if self.config.prune_output_layer or not
-                 _is_output(model, name)]
+        names = [
+            name for name in masks if self.config.prune_output_layer or not _is_output(model, name)
+        ]
         magnitudes = {name: masks.effective_weight(name).abs() for name in names}
         if round_info.target_sparsity is None:
             return keep_above(magnitudes, self._std_thresholds(model, masks, names))

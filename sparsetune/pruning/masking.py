@@ -31,7 +31,7 @@ class WeightMask(nn.Module):
 
 
 def prunable_parameters(model: nn.Module) -> list[str]:
-    """Full names of the weights the papers prune: every Linear and Conv weight (no biases, no BN)."""
+    """Full names of the weights the papers prune: each Linear and Conv weight (no bias, no BN)."""
     names = []
     for module_name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -76,8 +76,9 @@ class MaskSet(Mapping[str, torch.Tensor]):
         for name, new in new_masks.items():
             current = self[name]
             if new.shape != current.shape:
-                raise ValueError(f"mask for {name} has shape {tuple(new.shape)}, "
-                                 f"expected {tuple(current.shape)}")
+                raise ValueError(
+                    f"mask for {name} has shape {tuple(new.shape)}, expected {tuple(current.shape)}"
+                )
             current.copy_(current * (new != 0).to(current.dtype))
         if commit:
             self.commit()

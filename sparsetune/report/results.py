@@ -11,12 +11,36 @@ from pathlib import Path
 from typing import Any
 
 FRONT_FIELDS = (
-    "val_acc", "test_acc", "val_error", "test_error", "compression", "flops_ratio", "method",
-    "params", "architecture", "round", "trial_id", "run_id", "config_hash",
+    "val_acc",
+    "test_acc",
+    "val_error",
+    "test_error",
+    "compression",
+    "flops_ratio",
+    "method",
+    "params",
+    "architecture",
+    "round",
+    "trial_id",
+    "run_id",
+    "config_hash",
 )
 ROW_FIELDS = (
-    "trial_id", "status", "round", "method", "val_acc", "test_acc", "compression", "flops_ratio",
-    "remaining_weights", "architecture", "seconds", "config_hash", "run_id", "params", "error",
+    "trial_id",
+    "status",
+    "round",
+    "method",
+    "val_acc",
+    "test_acc",
+    "compression",
+    "flops_ratio",
+    "remaining_weights",
+    "architecture",
+    "seconds",
+    "config_hash",
+    "run_id",
+    "params",
+    "error",
 )
 
 

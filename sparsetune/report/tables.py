@@ -19,10 +19,19 @@ def _format_params(params: Mapping[str, Any]) -> str:
 def pareto_table(front: Sequence[Mapping[str, Any]], title: str = "Pareto front") -> Table:
     """One row per front point. Narrow numeric columns never wrap; the hyperparameters fold."""
     table = Table(title=title, title_justify="left")
-    for column in ("val acc", "test acc", "test err%", "compr.", "FLOPs", "method", "round",
-                   "run id"):
-        table.add_column(column, no_wrap=True,
-                         justify="left" if column in ("method", "run id") else "right")
+    for column in (
+        "val acc",
+        "test acc",
+        "test err%",
+        "compr.",
+        "FLOPs",
+        "method",
+        "round",
+        "run id",
+    ):
+        table.add_column(
+            column, no_wrap=True, justify="left" if column in ("method", "run id") else "right"
+        )
     table.add_column("key hyperparameters", overflow="fold", min_width=20)
     for row in front:
         record = front_record(row)
@@ -47,7 +56,10 @@ def layer_table(layers: Sequence[Mapping[str, Any]], title: str = "Per-layer spa
         table.add_column(column, justify="left" if column in ("layer", "shape") else "right")
     for layer in layers:
         table.add_row(
-            str(layer["name"]), str(layer["shape"]), f"{layer['weights']:,}",
-            f"{layer['remaining_pct']:.2f}", f"{layer['flops_remaining_pct']:.2f}",
+            str(layer["name"]),
+            str(layer["shape"]),
+            f"{layer['weights']:,}",
+            f"{layer['remaining_pct']:.2f}",
+            f"{layer['flops_remaining_pct']:.2f}",
         )
     return table

@@ -9,13 +9,16 @@ from typing import Any
 
 def _oriented(point: Mapping[str, Any], metrics: Sequence[str], modes: Sequence[str]) -> tuple:
     return tuple(
-        float(point[m]) if mode == "max" else -float(point[m]) for m, mode in zip(metrics, modes)
+        float(point[m]) if mode == "max" else -float(point[m])
+        for m, mode in zip(metrics, modes, strict=True)
     )
 
 
 def dominates(a: tuple, b: tuple) -> bool:
     """a is at least as good as b everywhere and better somewhere (all oriented to max)."""
-    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
+        x > y for x, y in zip(a, b, strict=True)
+    )
 
 
 def pareto_front(
@@ -24,7 +27,8 @@ def pareto_front(
     """The points no other point dominates, best first in the first metric. Exact duplicates
     keep their first occurrence; points with a missing or NaN metric never enter."""
     valid = [
-        p for p in points
+        p
+        for p in points
         if all(m in p and p[m] is not None and not math.isnan(float(p[m])) for m in metrics)
     ]
     oriented = [_oriented(p, metrics, modes) for p in valid]

@@ -17,8 +17,18 @@ from sparsetune.search.pareto import pareto_front
 from sparsetune.search.space import params_from_flat
 
 ROUND_KEYS = (
-    "round", "val_acc", "val_loss", "test_acc", "compression", "flops_ratio",
-    "remaining_weights", "total_weights", "architecture", "seconds", "config_hash", "run_id",
+    "round",
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "compression",
+    "flops_ratio",
+    "remaining_weights",
+    "total_weights",
+    "architecture",
+    "seconds",
+    "config_hash",
+    "run_id",
 )
 
 
@@ -39,8 +49,13 @@ def _error_line(trial: Any) -> str:
 
 
 class SweepProgress(Callback):
-    def __init__(self, objective: Objective, total: int, console: Console,
-                 key_params: dict[str, tuple[str, ...]]):
+    def __init__(
+        self,
+        objective: Objective,
+        total: int,
+        console: Console,
+        key_params: dict[str, tuple[str, ...]],
+    ):
         self.objective = objective
         self.total = total
         self.console = console
@@ -89,7 +104,9 @@ class SweepProgress(Callback):
         self.failures[trial.trial_id] = reason
         method, params = params_from_flat(trial.config)
         self._failed_configs[trial.trial_id] = {
-            "method": method, "params": params, "config_hash": trial.config.get("config_hash")
+            "method": method,
+            "params": params,
+            "config_hash": trial.config.get("config_hash"),
         }
         self.console.print(f"[yellow]trial {trial.trial_id} ({method}) failed:[/] {reason}")
         self._print()
@@ -100,8 +117,12 @@ class SweepProgress(Callback):
 
     def failure_rows(self) -> list[dict[str, Any]]:
         return [
-            {**self._failed_configs[trial_id], "trial_id": trial_id, "status": "failed",
-             "error": reason}
+            {
+                **self._failed_configs[trial_id],
+                "trial_id": trial_id,
+                "status": "failed",
+                "error": reason,
+            }
             for trial_id, reason in self.failures.items()
         ]
 

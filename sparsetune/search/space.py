@@ -6,7 +6,7 @@ A space file names the dense training recipe and, per method, its parameters:
     methods:
       dense: {}
       magnitude: methods/magnitude.yaml      # a fragment, relative to this file, or inline
-    
+
 A parameter is a fixed value (`rounds: 3`), a choice (`criterion: {choices: [std, global]}`) or a
 range (`c_fc: {low: 0.3, high: 2.5, log: true}`; integer bounds give an integer range), and may
 apply only when an earlier parameter has a value (`when: {criterion: std}`). Every value, bound

@@ -83,26 +83,42 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def run_sweep(sweep: SweepConfig, space: SearchSpace, splits: Splits, console: Console) -> SweepOutcome:
+def run_sweep(
+    sweep: SweepConfig, space: SearchSpace, splits: Splits, console: Console
+) -> SweepOutcome:
     _quiet_libraries()
     objective = get_objective(sweep.objective)
     sweep_dir = sweep.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     sweep_id = time.strftime("%Y%m%d-%H%M%S")
-    train = space.train if sweep.epochs is None else space.train.model_copy(
-        update={"epochs": sweep.epochs}
+    train = (
+        space.train
+        if sweep.epochs is None
+        else space.train.model_copy(update={"epochs": sweep.epochs})
     )
     device = resolve_device(sweep.device)
 
-    dense_config = TrialConfig(model=sweep.model, data=data_config(sweep), train=train,
-                               method="dense", seed=sweep.seed, device=sweep.device)
-    console.print(f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs "
-                  f"(cache key {dense_key(dense_config)})", highlight=False)
+    dense_config = TrialConfig(
+        model=sweep.model,
+        data=data_config(sweep),
+        train=train,
+        method="dense",
+        seed=sweep.seed,
+        device=sweep.device,
+    )
+    console.print(
+        f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs "
+        f"(cache key {dense_key(dense_config)})",
+        highlight=False,
+    )
     dense = DenseCache(sweep.cache_dir).get_or_train(
         dense_key(dense_config), lambda: train_dense(dense_config, splits.to(device), device)
     )
-    console.print(f"dense model: val_acc {dense.checkpoint.metrics['val_acc']:.4f} "
-                  f"({'trained now' if dense.trained_here else 'from cache'})", highlight=False)
+    console.print(
+        f"dense model: val_acc {dense.checkpoint.metrics['val_acc']:.4f} "
+        f"({'trained now' if dense.trained_here else 'from cache'})",
+        highlight=False,
+    )
 
     tracking_uri = sweep.tracking_uri or default_tracking_uri(sweep_dir)
     from sparsetune.tracking.mlflow_store import MlflowStore
@@ -196,22 +212,34 @@ def _finish(sweep, sweep_dir, progress, parent, objective, dense, failed) -> Swe
     rows = progress.rows + progress.failure_rows()
     meta = {
         "experiment": sweep.experiment_name,
-        "objective": {"name": objective.name, "metrics": objective.metrics,
-                      "modes": objective.modes},
+        "objective": {
+            "name": objective.name,
+            "metrics": objective.metrics,
+            "modes": objective.modes,
+        },
         "model": sweep.model,
         "dataset": sweep.dataset,
         "dense": {"key": dense.key, **dense.checkpoint.metrics},
-        "trials": {"requested": sweep.trials, "finished": len(progress.done),
-                   "failed": len(progress.failures)},
+        "trials": {
+            "requested": sweep.trials,
+            "finished": len(progress.done),
+            "failed": len(progress.failures),
+        },
         "parent_run_id": parent.run_id,
     }
     write_pareto_json(sweep_dir / "pareto.json", front, meta)
     write_trials_csv(sweep_dir / "trials.csv", rows)
     (sweep_dir / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2))
-    parent.log_metrics({"front_size": len(front), "trials_finished": len(progress.done),
-                        "trials_failed": len(progress.failures)})
+    parent.log_metrics(
+        {
+            "front_size": len(front),
+            "trials_finished": len(progress.done),
+            "trials_failed": len(progress.failures),
+        }
+    )
     parent.set_tags({"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]})
     parent.log_files([sweep_dir / "pareto.json", sweep_dir / "trials.csv"])
     parent.finish(failed=failed)
-    return SweepOutcome(sweep_dir, front, rows, dict(progress.failures), parent.run_id,
-                        parent.client.tracking_uri)
+    return SweepOutcome(
+        sweep_dir, front, rows, dict(progress.failures), parent.run_id, parent.client.tracking_uri
+    )

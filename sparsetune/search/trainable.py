@@ -94,11 +94,18 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
 
     def on_dense(dense: CachedDense) -> None:
         if run is not None:  # shows that trials share the cached dense stage
-            run.set_tags({"dense_stage": f"{'trained' if dense.trained_here else 'cache'}:{dense.key}"})
+            run.set_tags(
+                {"dense_stage": f"{'trained' if dense.trained_here else 'cache'}:{dense.key}"}
+            )
 
     try:
-        run_trial(config, cache_dir=template.cache_dir, workdir=workdir, on_round=on_round,
-                  on_dense=on_dense)
+        run_trial(
+            config,
+            cache_dir=template.cache_dir,
+            workdir=workdir,
+            on_round=on_round,
+            on_dense=on_dense,
+        )
         if run is not None:
             run.log_files([workdir / "init.safetensors"], artifact_path="ticket")
             run.finish()

@@ -19,7 +19,9 @@ from sparsetune.data.mnist_like import IDX_FILES
 from sparsetune.data.synthetic import load_synthetic
 from sparsetune.data.tensors import InMemoryLoader, TensorSet
 
-SMALL = SyntheticOptions(input_shape=(1, 6, 6), num_classes=4, train_size=200, test_size=40, noise=1.0)
+SMALL = SyntheticOptions(
+    input_shape=(1, 6, 6), num_classes=4, train_size=200, test_size=40, noise=1.0
+)
 
 
 @pytest.fixture(autouse=True)

@@ -41,16 +41,36 @@ methods:
     retrain_lr_factor: {choices: [1.0, 0.001]}
 """
 
-COMMON = ["--model", "lenet300", "--dataset", "synthetic", "--val-size", "500",
-          "--max-concurrent", "2", "--seed", "0"]
+COMMON = [
+    "--model",
+    "lenet300",
+    "--dataset",
+    "synthetic",
+    "--val-size",
+    "500",
+    "--max-concurrent",
+    "2",
+    "--seed",
+    "0",
+]
 
 
 def _sweep(tmp_path: Path, space: str, trials: int, experiment: str):
     (tmp_path / "space.yaml").write_text(space)
     out = tmp_path / "sweep"
     result = run_cli(
-        "search", *COMMON, "--trials", str(trials), "--space", str(tmp_path / "space.yaml"),
-        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--experiment", experiment,
+        "search",
+        *COMMON,
+        "--trials",
+        str(trials),
+        "--space",
+        str(tmp_path / "space.yaml"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--experiment",
+        experiment,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -82,7 +102,9 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "pareto.json", "trials.csv"}
+        "pareto.json",
+        "trials.csv",
+    }
     rows = _rows(out)
     for child in children:
         assert child.info.status == "FINISHED"
@@ -96,19 +118,29 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
             assert len(client.get_metric_history(child.info.run_id, name)) == len(own_rows)
         files = {a.path for a in client.list_artifacts(child.info.run_id, "ticket")}
         last = own_rows[-1]["round"]
-        assert {"ticket/init.safetensors", f"ticket/round-{last}.safetensors",
-                f"ticket/round-{last}-layers.csv",
-                f"ticket/round-{last}-architecture.json"} <= files
-        ticket = load_file(client.download_artifacts(
-            child.info.run_id, f"ticket/round-{last}.safetensors", str(tmp_path)))
+        assert {
+            "ticket/init.safetensors",
+            f"ticket/round-{last}.safetensors",
+            f"ticket/round-{last}-layers.csv",
+            f"ticket/round-{last}-architecture.json",
+        } <= files
+        ticket = load_file(
+            client.download_artifacts(
+                child.info.run_id, f"ticket/round-{last}.safetensors", str(tmp_path)
+            )
+        )
         for key, mask in ticket.items():
             if key.startswith("mask."):
                 weight = ticket["weight." + key.removeprefix("mask.")]
                 assert mask.dtype == torch.bool
                 assert (weight[~mask] == 0).all()
-        architecture = json.loads(Path(client.download_artifacts(
-            child.info.run_id, f"ticket/round-{last}-architecture.json", str(tmp_path))
-        ).read_text())
+        architecture = json.loads(
+            Path(
+                client.download_artifacts(
+                    child.info.run_id, f"ticket/round-{last}-architecture.json", str(tmp_path)
+                )
+            ).read_text()
+        )
         assert architecture["architecture"] == own_rows[-1]["architecture"]
 
     # pareto.json is exactly the non-dominated set of every (trial, round) in trials.csv.
@@ -122,8 +154,16 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
         if not any(dominates(other, point) for other in points):
             assert point in front_points
     for record in front:
-        assert {"val_acc", "test_acc", "test_error", "compression", "flops_ratio", "method",
-                "params", "run_id"} <= set(record)
+        assert {
+            "val_acc",
+            "test_acc",
+            "test_error",
+            "compression",
+            "flops_ratio",
+            "method",
+            "params",
+            "run_id",
+        } <= set(record)
 
     # The dense stage was trained once, in one cache entry, for all four trials.
     entries = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
@@ -138,7 +178,8 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert {t.user_attrs["config_hash"] for t in study.trials} == {
-        c.data.tags["config_hash"] for c in children}
+        c.data.tags["config_hash"] for c in children
+    }
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
@@ -148,7 +189,9 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path)
     finished = [r for r in rows if r["status"] == "ok"]
     assert failed and finished, rows
     assert all("training loss became nan" in r["error"] for r in failed)
-    assert "failed: TrainingDiverged" in result.stderr or "training loss became nan" in result.stderr
+    assert (
+        "failed: TrainingDiverged" in result.stderr or "training loss became nan" in result.stderr
+    )
 
     _, _, children = _runs(out, "nan")
     statuses = sorted(c.info.status for c in children)

@@ -1,0 +1,108 @@
+"""Search spaces: YAML in, validated, sampled define-by-run by a real Optuna study."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sparsetune.search.space import SPACES_DIR, default_space_path, load_space, params_from_flat
+
+CONDITIONAL = """
+train: {epochs: 2}
+methods:
+  dense: {}
+  magnitude:
+    criterion: {choices: [std, global]}
+    c_fc: {low: 0.5, high: 2.5, when: {criterion: std}}
+    sparsity: {low: 0.5, high: 0.95, when: {criterion: global}}
+    rounds: {low: 1, high: 4}
+    retrain_lr_factor: {low: 0.01, high: 0.3, log: true}
+    retrain_epochs: 1
+"""
+
+
+def write(tmp_path, text, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("model", ["lenet5", "lenet300"])
+def test_built_in_spaces_are_valid(model):
+    space = load_space(default_space_path(model))
+    assert space.method_names == ["dense", "magnitude"]
+    assert space.is_conditional
+    assert space.methods["magnitude"]["rounds"].integer
+
+
+def test_sampling_follows_the_conditions_and_keeps_fixed_values(tmp_path):
+    space = load_space(write(tmp_path, CONDITIONAL))
+    assert space.train.epochs == 2
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_methods, seen_criteria = set(), set()
+    for _ in range(40):
+        trial = study.ask()
+        flat = space.sample(trial)
+        method, params = params_from_flat(flat)
+        seen_methods.add(method)
+        if method == "dense":
+            assert params == {}
+        else:
+            seen_criteria.add(params["criterion"])
+            assert ("c_fc" in params) == (params["criterion"] == "std")
+            assert ("sparsity" in params) == (params["criterion"] == "global")
+            assert isinstance(params["rounds"], int) and 1 <= params["rounds"] <= 4
+            assert 0.01 <= params["retrain_lr_factor"] <= 0.3
+            assert params["retrain_epochs"] == 1  # fixed values reach the trial
+            assert "magnitude.retrain_epochs" not in trial.params  # but are not searched
+        study.tell(trial, 0.0)
+    assert seen_methods == {"dense", "magnitude"} and seen_criteria == {"std", "global"}
+
+
+def test_methods_restriction_and_fragments(tmp_path):
+    (tmp_path / "frag.yaml").write_text("rounds: 3\n")
+    path = write(tmp_path, "methods:\n  dense: {}\n  magnitude: frag.yaml\n")
+    space = load_space(path, methods=["magnitude"])
+    assert space.method_names == ["magnitude"] and not space.is_conditional
+    assert space.methods["magnitude"]["rounds"].value == 3
+    trial = optuna.create_study().ask()
+    assert space.sample(trial) == {"method": "magnitude", "magnitude.rounds": 3}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "methods:\n  magnitude:\n    c_fc: {low: 0, high: 2}\n",
+            "methods.magnitude.c_fc.low: Input should be greater than 0",
+        ),
+        (
+            "methods:\n  magnitude:\n    sparsity: {low: 0.5, high: 1.5}\n",
+            "methods.magnitude.sparsity.high",
+        ),
+        (
+            "methods:\n  magnitude:\n    criterion: {choices: [std, l1]}\n",
+            "methods.magnitude.criterion.choices",
+        ),
+        (
+            "methods:\n  magnitude:\n    c_fc: {low: 0.5, high: 2, when: {criterion: std}}\n",
+            "`when` refers to 'criterion'",
+        ),
+        ("methods:\n  magnitude:\n    c_fc: {low: 0.5}\n", "both `low` and `high`"),
+        ("methods:\n  magnitude:\n    c_fc: {low: 0.0, high: 1.0, log: true}\n", "log range"),
+        ("train: {lr: -1}\nmethods:\n  dense: {}\n", "train.lr"),
+        ("train: {speed: 2}\nmethods:\n  dense: {}\n", "train.speed: unknown key"),
+        ("methods: {}\n", "at least one method"),
+        ("- a\n- b\n", "needs a `methods:` mapping"),
+    ],
+)
+def test_invalid_spaces_name_the_field(tmp_path, text, message):
+    with pytest.raises(ValueError) as error:
+        load_space(write(tmp_path, text))
+    assert message in str(error.value)
+    assert "space.yaml" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_spaces_ship_inside_the_package():
+    assert (SPACES_DIR / "methods" / "magnitude.yaml").is_file()
