@@ -110,11 +110,17 @@ def search(
     splits = _checked_data(sweep)
     _checked_device(sweep.device)
 
-    from sparsetune.search.sweep import run_sweep
+    from sparsetune.search.sweep import prepare_dense, run_sweep
+    from sparsetune.train.loop import TrainingDiverged
 
     # A table printed to a file or a pipe is read later, not in an 80-column terminal.
     width = None if sys.stdout.isatty() else 160
-    outcome = run_sweep(sweep, space_model, splits, Console(stderr=True, width=width))
+    progress = Console(stderr=True, width=width)
+    try:
+        dense = prepare_dense(sweep, space_model, splits, progress)
+    except TrainingDiverged as error:
+        raise BadInput(f"the dense stage diverged ({error}); lower train.lr in the space") from None
+    outcome = run_sweep(sweep, space_model, dense, progress)
 
     from sparsetune.report.tables import pareto_table
 

@@ -9,14 +9,55 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("SPARSETUNE_DATA_DIR", "~/.cache/sparsetune/data"))
 DEFAULT_CACHE_DIR = Path(os.environ.get("SPARSETUNE_CACHE_DIR", "~/.cache/sparsetune/cache"))
 
 Device = Literal["auto", "cpu", "cuda"]
+
+
+# Names are checked against their registries; the imports stay inside so that validating a
+# name never loads torch (the registries resolve lazily).
+def _check_model(name: str) -> str:
+    from sparsetune.models import MODELS
+
+    return MODELS.check(name)
+
+
+def _check_dataset(name: str) -> str:
+    from sparsetune.data import DATASETS
+
+    return DATASETS.check(name)
+
+
+def _check_method(name: str) -> str:
+    from sparsetune.pruning import METHODS
+
+    return METHODS.check(name)
+
+
+def _check_objective(name: str) -> str:
+    from sparsetune.search.objectives import get_objective
+
+    return get_objective(name).name
+
+
+ModelName = Annotated[str, AfterValidator(_check_model)]
+DatasetName = Annotated[str, AfterValidator(_check_dataset)]
+MethodName = Annotated[str, AfterValidator(_check_method)]
+ObjectiveName = Annotated[str, AfterValidator(_check_objective)]
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
 
 class Frozen(BaseModel):
@@ -45,24 +86,12 @@ class SyntheticOptions(Frozen):
 
 
 class DataConfig(Frozen):
-    name: str
-    data_dir: Path = DEFAULT_DATA_DIR
+    name: DatasetName
+    data_dir: UserPath = DEFAULT_DATA_DIR
     subset: int | None = Field(None, ge=1, description="train on this many examples only")
     val_size: int = Field(5000, ge=1, description="examples held out of train for validation")
     split_seed: int = 0
     synthetic: SyntheticOptions = SyntheticOptions()
-
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from sparsetune.data import DATASETS
-
-        return DATASETS.check(name)
-
-    @field_validator("data_dir")
-    @classmethod
-    def _expand(cls, path: Path) -> Path:
-        return path.expanduser()
 
 
 class TrainConfig(Frozen):
@@ -82,27 +111,13 @@ class TrainConfig(Frozen):
 class TrialConfig(Frozen):
     """One point of the search: model, data, dense recipe, method and its parameters."""
 
-    model: str
+    model: ModelName
     data: DataConfig
     train: TrainConfig = TrainConfig()
-    method: str = "magnitude"
+    method: MethodName = "magnitude"
     params: dict[str, Any] = {}
     seed: int = 0
     device: Device = "auto"
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from sparsetune.models import MODELS
-
-        return MODELS.check(name)
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, name: str) -> str:
-        from sparsetune.pruning import METHODS
-
-        return METHODS.check(name)
 
     @model_validator(mode="after")
     def _valid_params(self) -> TrialConfig:
@@ -169,51 +184,25 @@ for _model in (SyntheticOptions, DataConfig, TrainConfig, TrialConfig):
 class SweepConfig(Frozen):
     """Everything `sparsetune search` needs, checked before any folder or run is created."""
 
-    model: str
-    dataset: str
-    objective: str = "pareto"
+    model: ModelName
+    dataset: DatasetName
+    objective: ObjectiveName = "pareto"
     trials: int = Field(8, ge=1)
     max_concurrent: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
-    space: Path | None = None
+    space: UserPath | None = None
     methods: list[str] | None = None
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: UserPath = DEFAULT_DATA_DIR
     subset: int | None = Field(None, ge=1)
     val_size: int = Field(5000, ge=1)
     epochs: int | None = Field(None, ge=0, description="dense training epochs")
-    out: Path | None = None
+    out: UserPath | None = None
     experiment: str | None = Field(None, min_length=1)
     tracking_uri: str | None = None
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: UserPath = DEFAULT_CACHE_DIR
     seed: int = 0
     device: Device = "auto"
     address: str | None = None
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from sparsetune.models import MODELS
-
-        return MODELS.check(name)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from sparsetune.data import DATASETS
-
-        return DATASETS.check(name)
-
-    @field_validator("objective")
-    @classmethod
-    def _known_objective(cls, name: str) -> str:
-        from sparsetune.search.objectives import get_objective
-
-        return get_objective(name).name
-
-    @field_validator("data_dir", "cache_dir", "out", "space")
-    @classmethod
-    def _expand_user(cls, path: Path | None) -> Path | None:
-        return path.expanduser() if path is not None else None
 
     @property
     def experiment_name(self) -> str:

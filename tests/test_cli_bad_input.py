@@ -114,3 +114,32 @@ def test_help_on_every_command(tmp_path):
         assert result.returncode == 0, result.stderr
         assert "Usage: sparsetune" in result.stdout
     assert "--objective" in run_cli("search", "--help", cwd=tmp_path).stdout
+
+
+def test_a_diverging_dense_recipe_stops_before_anything_is_written(tmp_path):
+    (tmp_path / "space.yaml").write_text("train: {lr: 10.0, epochs: 2}\nmethods:\n  dense: {}\n")
+    result = run_cli(
+        "search",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "synthetic",
+        "--val-size",
+        "500",
+        "--space",
+        str(tmp_path / "space.yaml"),
+        "--out",
+        str(tmp_path / "sweep"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # the progress line that announced the dense stage, then the one-line reason
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sparsetune: error: the dense stage diverged (training loss became nan in epoch 2); "
+        "lower train.lr in the space"
+    )
+    assert not (tmp_path / "sweep").exists()
+    assert not [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]

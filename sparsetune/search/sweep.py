@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
-from sparsetune.config import DataConfig, SweepConfig, TrialConfig
+from sparsetune.config import DataConfig, SweepConfig, TrainConfig, TrialConfig
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key, trial_hash
 from sparsetune.pruning import METHODS
@@ -33,7 +33,7 @@ from sparsetune.search.samplers import make_sampler
 from sparsetune.search.space import SearchSpace
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
 from sparsetune.tracking import default_tracking_uri
-from sparsetune.train.dense_cache import DenseCache
+from sparsetune.train.dense_cache import CachedDense, DenseCache
 from sparsetune.trial import resolve_device, train_dense
 
 
@@ -83,22 +83,21 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def run_sweep(
-    sweep: SweepConfig, space: SearchSpace, splits: Splits, console: Console
-) -> SweepOutcome:
-    _quiet_libraries()
-    objective = get_objective(sweep.objective)
-    sweep_dir = sweep.sweep_dir
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    sweep_id = time.strftime("%Y%m%d-%H%M%S")
-    train = (
-        space.train
-        if sweep.epochs is None
-        else space.train.model_copy(update={"epochs": sweep.epochs})
-    )
-    device = resolve_device(sweep.device)
+def dense_recipe(sweep: SweepConfig, space: SearchSpace) -> TrainConfig:
+    """The space's dense recipe, with `--epochs` applied."""
+    if sweep.epochs is None:
+        return space.train
+    return space.train.model_copy(update={"epochs": sweep.epochs})
 
-    dense_config = TrialConfig(
+
+def prepare_dense(
+    sweep: SweepConfig, space: SearchSpace, splits: Splits, console: Console
+) -> CachedDense:
+    """Train (or find) the sweep's dense model once, on the driver, with all its cores, before
+    any trial starts: no trial then waits on the cache lock holding a CPU it does not use.
+    Raises TrainingDiverged before anything is written when the recipe diverges."""
+    train = dense_recipe(sweep, space)
+    config = TrialConfig(
         model=sweep.model,
         data=data_config(sweep),
         train=train,
@@ -106,19 +105,34 @@ def run_sweep(
         seed=sweep.seed,
         device=sweep.device,
     )
+    key = dense_key(config)
     console.print(
-        f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs "
-        f"(cache key {dense_key(dense_config)})",
+        f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs (cache key {key})",
         highlight=False,
     )
+    device = resolve_device(sweep.device)
     dense = DenseCache(sweep.cache_dir).get_or_train(
-        dense_key(dense_config), lambda: train_dense(dense_config, splits.to(device), device)
+        key, lambda: train_dense(config, splits.to(device), device)
     )
+    source = "trained now" if dense.trained_here else "from cache"
     console.print(
-        f"dense model: val_acc {dense.checkpoint.metrics['val_acc']:.4f} "
-        f"({'trained now' if dense.trained_here else 'from cache'})",
+        f"dense model: val_acc {dense.checkpoint.metrics['val_acc']:.4f} ({source})",
         highlight=False,
     )
+    return dense
+
+
+def run_sweep(
+    sweep: SweepConfig, space: SearchSpace, dense: CachedDense, console: Console
+) -> SweepOutcome:
+    """Run the trials over the prepared dense model; write and record the results."""
+    _quiet_libraries()
+    objective = get_objective(sweep.objective)
+    sweep_dir = sweep.sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_id = time.strftime("%Y%m%d-%H%M%S")
+    train = dense_recipe(sweep, space)
+    device = resolve_device(sweep.device)
 
     tracking_uri = sweep.tracking_uri or default_tracking_uri(sweep_dir)
     from sparsetune.tracking.mlflow_store import MlflowStore
