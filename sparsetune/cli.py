@@ -110,6 +110,8 @@ def search(
     splits = _checked_data(sweep)
     _checked_device(sweep.device)
 
+    if sweep.address:
+        _send_cluster_token_if_present()
     from sparsetune.search.sweep import prepare_dense, run_sweep
     from sparsetune.train.loop import TrainingDiverged
 
@@ -159,12 +161,21 @@ def _checked_space(sweep):
         raise BadInput(str(error)) from None
 
 
+def _send_cluster_token_if_present() -> None:
+    """A cluster started with token authentication (RAY_AUTH_MODE=token on `ray start`) only
+    accepts drivers that send its token, and Ray's driver sends one only in token mode. So when
+    a token is at hand (Ray's own places for it) token mode is turned on; an explicit
+    RAY_AUTH_MODE wins. Ray reads this when it is imported, hence before the import."""
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _checked_data(sweep):
     from sparsetune.data import load_splits
-    from sparsetune.search.sweep import data_config
 
     try:
-        return load_splits(data_config(sweep))
+        return load_splits(sweep.data_config())
     except ValueError as error:
         raise BadInput(str(error)) from None
 

@@ -21,8 +21,13 @@ from pydantic import (
     model_validator,
 )
 
-DEFAULT_DATA_DIR = Path(os.environ.get("SPARSETUNE_DATA_DIR", "~/.cache/sparsetune/data"))
-DEFAULT_CACHE_DIR = Path(os.environ.get("SPARSETUNE_CACHE_DIR", "~/.cache/sparsetune/cache"))
+# Expanded here: pydantic does not run validators on defaults, so "~" would stay literal.
+DEFAULT_DATA_DIR = Path(
+    os.environ.get("SPARSETUNE_DATA_DIR", "~/.cache/sparsetune/data")
+).expanduser()
+DEFAULT_CACHE_DIR = Path(
+    os.environ.get("SPARSETUNE_CACHE_DIR", "~/.cache/sparsetune/cache")
+).expanduser()
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -124,7 +129,14 @@ class TrialConfig(Frozen):
         # Validate (and normalise) the method's parameters with the method's own Config, so a
         # typo in a key or an out-of-range value fails here, not in the middle of a trial.
         config_class = method_config_class(self.method)
-        params = config_class.model_validate(self.params).model_dump(exclude_defaults=True)
+        try:
+            validated = config_class.model_validate(self.params)
+        except ValidationError as error:
+            # Re-raised as a plain message: pydantic would otherwise report the method's field
+            # at the top level, next to TrialConfig's keys, and list those as the allowed ones.
+            problem = describe_validation_error(error, "params", config_class)
+            raise ValueError(f"method {self.method}: {problem}") from None
+        params = validated.model_dump(exclude_defaults=True)
         object.__setattr__(self, "params", params)
         return self
 
@@ -138,24 +150,32 @@ def method_config_class(method: str) -> type[BaseModel]:
     return METHOD_CONFIGS[method]
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line for the first problem of a pydantic error: field path, what is wrong, the input."""
+def describe_validation_error(
+    error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """One line for the first problem of a pydantic error: field path, what is wrong, the input.
+    `model` is the class validated, for listing allowed keys when it is not registered."""
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"])
     where = ".".join(part for part in (prefix, location) if part)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-        allowed = _allowed_keys(error)
+        allowed = _allowed_keys(error, model)
         if allowed:
             message += f"; allowed keys: {', '.join(allowed)}"
-    elif "input" in first and first["type"] != "missing" and repr(first["input"]) not in message:
+    elif (
+        "input" in first
+        and first["loc"]  # a whole-model check: its input is the whole model, not one value
+        and first["type"] != "missing"
+        and repr(first["input"]) not in message
+    ):
         message += f" (got {first['input']!r})"
     return f"{where}: {message}" if where else message
 
 
-def _allowed_keys(error: ValidationError) -> list[str]:
-    model = _MODELS_BY_TITLE.get(error.title)
+def _allowed_keys(error: ValidationError, model: type[BaseModel] | None) -> list[str]:
+    model = model or _MODELS_BY_TITLE.get(error.title)
     if model is None:
         return []
     location = error.errors()[0]["loc"][:-1]
@@ -203,6 +223,11 @@ class SweepConfig(Frozen):
     seed: int = 0
     device: Device = "auto"
     address: str | None = None
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(
+            name=self.dataset, data_dir=self.data_dir, subset=self.subset, val_size=self.val_size
+        )
 
     @property
     def experiment_name(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import SYNTHETIC_RUN, run_cli
 
 BAD_SPACES = {
     "out_of_range.yaml": "methods:\n  magnitude:\n    c_fc: {low: -1, high: 2}\n",
@@ -120,12 +120,7 @@ def test_a_diverging_dense_recipe_stops_before_anything_is_written(tmp_path):
     (tmp_path / "space.yaml").write_text("train: {lr: 10.0, epochs: 2}\nmethods:\n  dense: {}\n")
     result = run_cli(
         "search",
-        "--model",
-        "lenet300",
-        "--dataset",
-        "synthetic",
-        "--val-size",
-        "500",
+        *SYNTHETIC_RUN,
         "--space",
         str(tmp_path / "space.yaml"),
         "--out",

@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
-from sparsetune.config import DataConfig, SweepConfig, TrainConfig, TrialConfig
+from sparsetune.config import SweepConfig, TrainConfig, TrialConfig
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key, trial_hash
 from sparsetune.pruning import METHODS
@@ -65,12 +65,6 @@ class DefineByRun:
         return {**flat, "config_hash": config_hash}
 
 
-def data_config(sweep: SweepConfig) -> DataConfig:
-    return DataConfig(
-        name=sweep.dataset, data_dir=sweep.data_dir, subset=sweep.subset, val_size=sweep.val_size
-    )
-
-
 def _quiet_libraries() -> None:
     """Keep the terminal for sparsetune's progress: the libraries' INFO lines say nothing a
     user acts on (study created, database tables created)."""
@@ -99,7 +93,7 @@ def prepare_dense(
     train = dense_recipe(sweep, space)
     config = TrialConfig(
         model=sweep.model,
-        data=data_config(sweep),
+        data=sweep.data_config(),
         train=train,
         method="dense",
         seed=sweep.seed,
@@ -148,7 +142,7 @@ def run_sweep(
 
     template = TrialTemplate(
         model=sweep.model,
-        data=data_config(sweep),
+        data=sweep.data_config(),
         train=train,
         seed=sweep.seed,
         device=sweep.device,
@@ -199,7 +193,7 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
-        outcome = _finish(sweep, sweep_dir, progress, parent, objective, dense, failed)
+        outcome = _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed)
     return outcome
 
 
@@ -221,9 +215,13 @@ def _start_ray(sweep: SweepConfig) -> bool:
     return True
 
 
-def _finish(sweep, sweep_dir, progress, parent, objective, dense, failed) -> SweepOutcome:
+def _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed) -> SweepOutcome:
     front = progress.front()
-    rows = progress.rows + progress.failure_rows()
+    failure_rows = progress.failure_rows()
+    if failure_rows:
+        run_ids = store.child_runs_by_tag(parent.run_id, "ray_trial_id")
+        failure_rows = [{**row, "run_id": run_ids.get(row["trial_id"])} for row in failure_rows]
+    rows = progress.rows + failure_rows
     meta = {
         "experiment": sweep.experiment_name,
         "objective": {

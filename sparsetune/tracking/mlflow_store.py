@@ -96,3 +96,11 @@ class MlflowStore:
 
     def run(self, run_id: str) -> MlflowRun:
         return MlflowRun(self.client, run_id)
+
+    def child_runs_by_tag(self, parent_run_id: str, tag: str) -> dict[str, str]:
+        """{value of `tag`: run id} over the children of a run, e.g. Ray trial id to run id for
+        trials that failed before they could report their run id."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        )
+        return {run.data.tags[tag]: run.info.run_id for run in runs if tag in run.data.tags}

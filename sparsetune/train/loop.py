@@ -16,6 +16,7 @@ from torch import nn
 from sparsetune.config import TrainConfig
 from sparsetune.data.tensors import InMemoryLoader, TensorSet
 from sparsetune.pruning.base import TrainingHooks
+from sparsetune.train.allocator import keep_freed_memory
 
 NO_HOOKS = TrainingHooks()
 
@@ -51,6 +52,7 @@ def fit(
     hooks: TrainingHooks = NO_HOOKS,
 ) -> float:
     """Train `model` on `data` for `recipe.epochs`; returns the last epoch's mean loss."""
+    keep_freed_memory()
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     loader = InMemoryLoader(data, recipe.batch_size, shuffle=True, seed=seed)

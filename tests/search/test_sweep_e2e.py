@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from cli_helpers import run_cli
+from cli_helpers import SYNTHETIC_RUN, run_cli
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
@@ -41,21 +49,18 @@ methods:
     retrain_lr_factor: {choices: [1.0, 0.001]}
 """
 
-COMMON = [
-    "--model",
-    "lenet300",
-    "--dataset",
-    "synthetic",
-    "--val-size",
-    "500",
-    "--max-concurrent",
-    "2",
-    "--seed",
-    "0",
-]
+COMMON = [*SYNTHETIC_RUN, "--max-concurrent", "2", "--seed", "0"]
 
 
-def _sweep(tmp_path: Path, space: str, trials: int, experiment: str):
+def _sweep(
+    tmp_path: Path,
+    space: str,
+    trials: int,
+    experiment: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+):
     (tmp_path / "space.yaml").write_text(space)
     out = tmp_path / "sweep"
     result = run_cli(
@@ -71,7 +76,10 @@ def _sweep(tmp_path: Path, space: str, trials: int, experiment: str):
         str(tmp_path / "cache"),
         "--experiment",
         experiment,
+        *extra,
         cwd=tmp_path,
+        env=env,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, out
@@ -200,5 +208,57 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path)
     for child in children:
         if child.info.status == "FAILED":
             assert "training loss became nan" in child.data.tags["error"]
+    # Each failed row points at its own MLflow child run, found by its Ray trial id.
+    failed_runs = {c.data.tags["ray_trial_id"]: c.info.run_id for c in children}
+    assert {r["trial_id"]: r["run_id"] for r in failed} == {
+        r["trial_id"]: failed_runs[r["trial_id"]] for r in failed
+    }
     summary = json.loads((out / "pareto.json").read_text())
     assert summary["trials"]["failed"] == len(failed)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_search_joins_an_existing_cluster_with_address(tmp_path):
+    """`ray start --head` with token authentication on, as the README tells users to start a
+    cluster; the sweep joins it with --address and must send the token. The token travels in
+    RAY_AUTH_TOKEN so the test leaves ~/.ray alone. `--block` keeps the head in the foreground
+    so the test stops exactly the cluster it started, nothing else on the machine."""
+    port = _free_port()
+    token = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # Ray's Unix sockets live under the temp dir and their paths may not exceed 107 bytes:
+    # pytest's tmp_path is too deep for them, so the cluster gets a short folder of its own.
+    ray_temp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={ray_temp}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **token, "RAY_AUTH_MODE": "token"},
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        result, out = _sweep(
+            tmp_path, SMALL_SPACE, 2, "cluster", "--address", address, env=token, timeout=300
+        )
+        assert "2 done, 0 running, 0 failed of 2" in result.stderr
+        assert json.loads((out / "pareto.json").read_text())["front"]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(60)
+        shutil.rmtree(ray_temp, ignore_errors=True)

@@ -1,60 +1,93 @@
-"""The training loop: deterministic, NaN-aware, schedules as configured."""
+"""The training loop: deterministic, NaN-aware, schedules as configured, hooks in order."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from sparsetune.config import DataConfig, SyntheticOptions, TrainConfig
-from sparsetune.data import load_splits
+from sparsetune.config import TrainConfig
 from sparsetune.data.tensors import TensorSet
 from sparsetune.models import build_model
 from sparsetune.pruning.base import TrainingHooks
 from sparsetune.train.loop import TrainingDiverged, evaluate, fit, make_optimizer, make_scheduler
 
-DATA = DataConfig(
-    name="synthetic",
-    val_size=200,
-    synthetic=SyntheticOptions(train_size=700, test_size=100, noise=2.0),
-)
 
-
-def trained(seed: int, **recipe) -> nn.Module:
-    splits = load_splits(DATA)
+def lenet300(splits, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = build_model("lenet300", splits.input_shape, splits.num_classes)
-    fit(model, splits.train, TrainConfig(epochs=2, **recipe), seed=seed)
-    return model
+    return build_model("lenet300", splits.input_shape, splits.num_classes)
 
 
-def test_fit_is_deterministic_under_a_seed_and_learns():
-    first, second = trained(3), trained(3)
-    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    other = trained(4)
+def test_fit_is_deterministic_under_a_seed_and_learns(small_splits):
+    recipe = TrainConfig(epochs=2)
+    runs = []
+    for _ in range(2):
+        model = lenet300(small_splits, seed=3)
+        loss = fit(model, small_splits.train, recipe, seed=3)
+        runs.append((model, loss))
+    (first, first_loss), (second, second_loss) = runs
+    assert first_loss == second_loss and math.isfinite(first_loss)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # the batch order is the seed's too: same initial weights, another loader seed, other result
+    other = lenet300(small_splits, seed=3)
+    fit(other, small_splits.train, recipe, seed=4)
     assert not torch.equal(first.fc1.weight, other.fc1.weight)
-    accuracy, _ = evaluate(first, load_splits(DATA).val)
+    accuracy, loss = evaluate(first, small_splits.val)
     assert accuracy > 0.5  # ten classes: chance is 0.1
+    assert 0 < loss < math.log(10)  # better than a uniform guess
 
 
-def test_a_nan_loss_raises_training_diverged_naming_the_epoch():
-    class NanPenalty(TrainingHooks):
-        def penalty(self, model):
-            return torch.tensor(float("nan"))
+def test_fit_ignores_the_global_random_state(small_splits):
+    """Batch order depends on `seed` alone, not on what else drew from torch's global RNG."""
+    recipe = TrainConfig(epochs=1)
+    first = lenet300(small_splits, seed=0)
+    fit(first, small_splits.train, recipe, seed=5)
+    second = lenet300(small_splits, seed=0)
+    torch.rand(1000)  # disturb the global generator
+    fit(second, small_splits.train, recipe, seed=5)
+    assert torch.equal(first.fc1.weight, second.fc1.weight)
 
-    splits = load_splits(DATA)
-    model = build_model("lenet300", splits.input_shape, splits.num_classes)
-    with pytest.raises(TrainingDiverged, match="nan in epoch 1"):
-        fit(model, splits.train, TrainConfig(epochs=2), seed=0, hooks=NanPenalty())
+
+class NanAfter(TrainingHooks):
+    """A penalty that turns the loss into `value` from step `start` (0-based) on."""
+
+    def __init__(self, start: int, value: float = math.nan):
+        self.start, self.value, self.steps = start, value, 0
+
+    def penalty(self, model):
+        self.steps += 1
+        return torch.tensor(self.value if self.steps > self.start else 0.0)
 
 
-def test_hooks_are_called_in_order_each_step():
+@pytest.mark.parametrize(
+    "start, value, message",
+    [
+        (0, math.nan, "training loss became nan in epoch 1"),
+        (8, math.nan, "training loss became nan in epoch 2"),  # 1,000 examples / 128: 8 steps
+        (17, math.inf, "training loss became inf in epoch 3"),
+    ],
+)
+def test_a_non_finite_loss_raises_training_diverged_naming_the_epoch(
+    small_splits, start, value, message
+):
+    hooks = NanAfter(start, value)
+    model = lenet300(small_splits, seed=0)
+    with pytest.raises(TrainingDiverged, match=message):
+        fit(model, small_splits.train, TrainConfig(epochs=4), seed=0, hooks=hooks)
+    assert hooks.steps == 8 * int(message[-1])  # raised at the end of that epoch, not later
+
+
+def test_hooks_are_called_in_order_each_step(small_splits):
     calls = []
 
     class Recorder(TrainingHooks):
         def penalty(self, model):
             calls.append("penalty")
+            return model.fc1.weight.square().sum() * 0  # a tensor: it joins the loss
 
         def after_backward(self, model):
             calls.append("after_backward")
@@ -63,52 +96,117 @@ def test_hooks_are_called_in_order_each_step():
         def on_step_end(self, model):
             calls.append("on_step_end")
 
-    splits = load_splits(DATA)
-    model = build_model("lenet300", splits.input_shape, splits.num_classes)
-    fit(
-        model,
-        TensorSet(splits.train.x[:256], splits.train.y[:256]),
-        TrainConfig(epochs=1, batch_size=128),
-        seed=0,
-        hooks=Recorder(),
-    )
-    assert calls == ["penalty", "after_backward", "on_step_end"] * 2
+    model = lenet300(small_splits, seed=0)
+    data = TensorSet(small_splits.train.x[:300], small_splits.train.y[:300])
+    fit(model, data, TrainConfig(epochs=2, batch_size=128), seed=0, hooks=Recorder())
+    assert calls == ["penalty", "after_backward", "on_step_end"] * 3 * 2  # 128 + 128 + 44
+
+
+def test_the_penalty_joins_the_loss(small_splits):
+    class Constant(TrainingHooks):
+        def penalty(self, model):
+            return torch.tensor(5.0)
+
+    data = TensorSet(small_splits.train.x[:256], small_splits.train.y[:256])
+    recipe = TrainConfig(epochs=1, batch_size=128)
+    plain = fit(lenet300(small_splits, seed=0), data, recipe, seed=0)
+    penalised = fit(lenet300(small_splits, seed=0), data, recipe, seed=0, hooks=Constant())
+    assert penalised == pytest.approx(plain + 5.0)
+
+
+class Fixed(nn.Module):
+    """Logits are the inputs."""
+
+    def forward(self, x):
+        return x
 
 
 def test_evaluate_matches_a_hand_count():
-    class Fixed(nn.Module):
-        def forward(self, x):
-            return x  # logits are the inputs
-
     data = TensorSet(
-        torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]]), torch.tensor([0, 1, 1, 1])
+        torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0], [1.0, 4.0]]),
+        torch.tensor([0, 1, 1, 1, 0]),
     )
-    accuracy, loss = evaluate(Fixed(), data, batch_size=3)
-    assert accuracy == 0.75
-    expected = nn.functional.cross_entropy(data.x, data.y).item()
-    assert loss == pytest.approx(expected)
+    # argmax: 0, 1, 0, 1, 1 against 0, 1, 1, 1, 0: right 3 of 5
+    for batch_size in (1, 2, 3, 5, 1000):
+        accuracy, loss = evaluate(Fixed(), data, batch_size=batch_size)
+        assert accuracy == 0.6
+        assert loss == pytest.approx(F.cross_entropy(data.x, data.y).item())
+    assert evaluate(Fixed(), TensorSet(data.x[:2], data.y[:2])) == (
+        1.0,
+        pytest.approx(0.2201, abs=1e-4),
+    )
+
+
+def test_evaluate_returns_an_accuracy_in_0_1_and_restores_the_mode(small_splits):
+    model = lenet300(small_splits, seed=0)
+    model.train()
+    accuracy, loss = evaluate(model, small_splits.val)
+    assert 0.0 <= accuracy <= 1.0 and loss > 0
+    assert accuracy * len(small_splits.val) == round(accuracy * len(small_splits.val))
+    assert model.training
+    model.eval()
+    evaluate(model, small_splits.val)
+    assert not model.training
+
+
+def test_evaluate_runs_in_eval_mode():
+    class ModeOut(nn.Module):
+        def forward(self, x):  # predicts class 1 in eval mode, class 0 in train mode
+            return torch.tensor([[0.0, 1.0]] if not self.training else [[1.0, 0.0]]).expand(
+                len(x), 2
+            )
+
+    data = TensorSet(torch.zeros(4, 2), torch.ones(4, dtype=torch.long))
+    assert evaluate(ModeOut().train(), data)[0] == 1.0
 
 
 @pytest.mark.parametrize(
     "schedule, expected",
     [
         ("constant", [0.1, 0.1, 0.1, 0.1]),
-        ("step", [0.1, 0.1, 0.01, 0.01]),
-        # cosine annealing over 4 epochs: 0.1 * (1 + cos(pi * t / 4)) / 2
+        ("step", [0.1, 0.1, 0.01, 0.01]),  # step_epochs 2, gamma 0.1
+        # cosine annealing over the 4 epochs: 0.1 * (1 + cos(pi * t / 4)) / 2
         ("cosine", [0.1, 0.0853553, 0.05, 0.0146447]),
     ],
 )
 def test_learning_rate_schedules(schedule, expected):
-    recipe = TrainConfig(
-        lr=0.1, schedule=schedule, step_epochs=2, step_gamma=0.1, epochs=4, optimizer="adam"
-    )
+    recipe = TrainConfig(lr=0.1, schedule=schedule, step_epochs=2, step_gamma=0.1, epochs=4)
     optimizer = make_optimizer(nn.Linear(2, 2), recipe)
-    assert isinstance(optimizer, torch.optim.Adam)
     scheduler = make_scheduler(optimizer, recipe)
+    assert (scheduler is None) == (schedule == "constant")
     rates = []
     for _ in range(4):
         rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
         if scheduler is not None:
-            optimizer.step()
             scheduler.step()
-    assert rates == pytest.approx(expected, abs=1e-6)
+    assert rates == pytest.approx(expected, abs=1e-7)
+
+
+def test_fit_steps_the_schedule_once_per_epoch(small_splits):
+    """A step schedule with gamma 1e-9 after every epoch all but freezes the weights after one."""
+    data = TensorSet(small_splits.train.x[:256], small_splits.train.y[:256])
+    frozen = TrainConfig(
+        epochs=3, schedule="step", step_epochs=1, step_gamma=1e-9, momentum=0, weight_decay=0
+    )
+    one_epoch = frozen.model_copy(update={"epochs": 1})
+    a, b = lenet300(small_splits, seed=0), lenet300(small_splits, seed=0)
+    fit(a, data, frozen, seed=0)
+    fit(b, data, one_epoch, seed=0)
+    # epochs 2 and 3 ran at lr 5e-11 and 5e-20: the weights barely move past epoch 1
+    torch.testing.assert_close(a.fc1.weight, b.fc1.weight, rtol=0, atol=1e-7)
+    assert not torch.equal(a.fc1.weight, b.fc1.weight)  # but they did run
+
+
+@pytest.mark.parametrize("name, kind", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_the_optimizer_follows_the_recipe(name, kind):
+    recipe = TrainConfig(optimizer=name, lr=0.3, weight_decay=1e-3, momentum=0.5)
+    layer = nn.Linear(2, 2)
+    layer.bias.requires_grad_(False)
+    optimizer = make_optimizer(layer, recipe)
+    assert isinstance(optimizer, kind)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.3 and group["weight_decay"] == 1e-3
+    assert [p for p in group["params"]] == [layer.weight]  # frozen parameters are left out
+    if name == "sgd":
+        assert group["momentum"] == 0.5

@@ -1,0 +1,26 @@
+"""Shared fixtures: one small synthetic dataset, so that every fast test trains on the same data
+and the process-wide split cache (`sparsetune.data.load_splits`) builds it once."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparsetune.config import DataConfig, SyntheticOptions
+from sparsetune.data import load_splits
+
+
+@pytest.fixture(scope="session")
+def small_data() -> DataConfig:
+    """MNIST-shaped, learnable in one epoch of LeNet-300-100: 1,000 train, 200 val, 300 test."""
+    return DataConfig(
+        name="synthetic",
+        val_size=200,
+        synthetic=SyntheticOptions(
+            input_shape=(1, 28, 28), num_classes=10, train_size=1200, test_size=300, noise=2.0
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def small_splits(small_data):
+    return load_splits(small_data)

@@ -1,0 +1,43 @@
+"""Config validated at the edge: defaults that are real paths, and method parameters reported
+under their own name with the method's keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sparsetune.config import DataConfig, SweepConfig, TrialConfig, describe_validation_error
+
+
+def test_default_folders_are_expanded_to_the_home_directory():
+    # Defaults skip pydantic's validators, so an unexpanded "~" would create ./~ in the cwd.
+    sweep = SweepConfig(model="lenet5", dataset="synthetic")
+    for folder in (sweep.data_dir, sweep.cache_dir, sweep.data_config().data_dir):
+        assert "~" not in folder.parts
+        assert folder.is_absolute()
+        assert folder.is_relative_to(Path.home())
+
+
+def test_a_user_path_given_with_a_tilde_is_expanded():
+    sweep = SweepConfig(model="lenet5", dataset="synthetic", data_dir="~/elsewhere")
+    assert sweep.data_dir == Path.home() / "elsewhere"
+
+
+def _trial_error(params: dict) -> str:
+    with pytest.raises(ValidationError) as caught:
+        TrialConfig(model="lenet5", data=DataConfig(name="synthetic"), params=params)
+    return describe_validation_error(caught.value)
+
+
+def test_an_unknown_method_parameter_names_it_and_lists_the_method_keys():
+    message = _trial_error({"nope": 1})
+    assert message.startswith("method magnitude: params.nope: unknown key; allowed keys: ")
+    assert "c_conv" in message and "retrain_lr_factor" in message
+    assert "seed" not in message  # TrialConfig's own keys are not the method's
+
+
+def test_an_out_of_range_method_parameter_names_it_and_the_value():
+    message = _trial_error({"c_conv": -1})
+    assert message == "method magnitude: params.c_conv: Input should be greater than 0 (got -1)"
