@@ -24,9 +24,14 @@ from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key
 from sparsetune.models import build_model
 from sparsetune.pruning import METHODS
-from sparsetune.pruning.base import PruningMethod
+from sparsetune.pruning.base import PruningMethod, TrainingHooks
 from sparsetune.pruning.masking import MaskSet, attach_masks, squashed_state_dict
-from sparsetune.train.dense_cache import CachedDense, DenseCache, DenseCheckpoint
+from sparsetune.train.dense_cache import (
+    REWIND_ITERATIONS,
+    CachedDense,
+    DenseCache,
+    DenseCheckpoint,
+)
 from sparsetune.train.loop import evaluate, fit
 from sparsetune.train.metrics import SparsityReport, layer_macs, sparsity_report
 
@@ -91,8 +96,11 @@ class TrialContext:
         self._retrain_count = 0
         self.results: list[RoundResult] = []
 
-    def retrain(self, epochs: int) -> None:
-        recipe = self.method.retrain_recipe(self.config.train).model_copy(update={"epochs": epochs})
+    def retrain(self, epochs: int | None = None) -> None:
+        """Train the masked model with the method's recipe; `epochs` None keeps its length."""
+        recipe = self.method.retrain_recipe(self.config.train)
+        if epochs is not None:
+            recipe = recipe.model_copy(update={"epochs": epochs})
         # A new seed per retraining phase: each phase sees its own batch order, reproducibly.
         self._retrain_count += 1
         fit(
@@ -102,6 +110,35 @@ class TrialContext:
             seed=self.config.seed + 1000 * self._retrain_count,
             hooks=self.method,
         )
+
+    @torch.no_grad()
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Set the model to a plain (unmasked) state dict, e.g. theta_0 or a rewind point theta_j,
+        keeping the masks: pruned weights stay exactly zero."""
+        for name in self.masks:
+            self.masks.stored_weight(name).copy_(state[name])
+        plain = {key: value for key, value in state.items() if key not in self.masks}
+        # strict=False: the masked weights live under parametrizations.* and were set above.
+        missing = self.model.load_state_dict(plain, strict=False).unexpected_keys
+        if missing:
+            raise KeyError(f"state has keys the model lacks: {missing[:5]}")
+        self.masks.commit()
+
+    def fresh_initialisation(self, seed: int) -> dict[str, torch.Tensor]:
+        """A new draw of the model's initial weights (the re-initialisation control)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
+        return model.state_dict()
+
+    def scoring_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`size` training examples drawn under the trial's seed: what at-initialisation
+        criteria (SNIP, GraSP) score on."""
+        generator = torch.Generator().manual_seed(self.config.seed)
+        count = min(size, len(self.splits.train))
+        index = torch.randperm(len(self.splits.train), generator=generator)[:count]
+        index = index.to(self.splits.train.x.device)
+        return self.splits.train.x[index], self.splits.train.y[index]
 
     def report(self, round_index: int) -> RoundResult:
         val_acc, val_loss = evaluate(self.model, self.splits.val)
@@ -148,27 +185,45 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(staging, path)
 
 
+class _RewindSnapshots(TrainingHooks):
+    """Copies the weights after the optimiser steps listed in REWIND_ITERATIONS."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.taken: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_step_end(self, model: nn.Module) -> None:
+        self.steps += 1
+        if self.steps in REWIND_ITERATIONS:
+            self.taken[self.steps] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def train_dense(config: TrialConfig, splits: Splits, device: torch.device) -> DenseCheckpoint:
-    """The dense stage: seeded initialisation, then the dense recipe."""
+    """The dense stage: seeded initialisation, then the dense recipe, keeping theta_j on the way."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, splits.input_shape, splits.num_classes).to(device)
     init = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    fit(model, splits.train, config.train, seed=config.seed)
+    snapshots = _RewindSnapshots()
+    fit(model, splits.train, config.train, seed=config.seed, hooks=snapshots)
     val_acc, val_loss = evaluate(model, splits.val)
     return DenseCheckpoint(
-        init=init, final=model.state_dict(), metrics={"val_acc": val_acc, "val_loss": val_loss}
+        init=init,
+        final=model.state_dict(),
+        metrics={"val_acc": val_acc, "val_loss": val_loss},
+        rewind=snapshots.taken,
     )
 
 
-def run_trial(
+def start_trial(
     config: TrialConfig,
     *,
     cache_dir: Path,
     workdir: Path | None = None,
     on_round: Callable[[RoundResult], None] = lambda result: None,
     on_dense: Callable[[CachedDense], None] = lambda dense: None,
-) -> list[RoundResult]:
-    """Run one configuration; returns every reported round."""
+) -> TrialContext:
+    """Everything before the method's schedule runs: data, the shared dense stage (trained only if
+    no trial has), the model at its trained dense weights with masks attached, and the method."""
     device = resolve_device(config.device)
     splits = load_splits(config.data).to(device)
     dense = DenseCache(cache_dir).get_or_train(
@@ -181,6 +236,20 @@ def run_trial(
     masks = attach_masks(model)
     method = METHODS[config.method](config.method_config())
     method.attach(model, masks)
-    context = TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
-    method.schedule().run(context)
-    return context.results
+    return TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    cache_dir: Path,
+    workdir: Path | None = None,
+    on_round: Callable[[RoundResult], None] = lambda result: None,
+    on_dense: Callable[[CachedDense], None] = lambda dense: None,
+) -> list[RoundResult]:
+    """Run one configuration; returns every reported round."""
+    trial = start_trial(
+        config, cache_dir=cache_dir, workdir=workdir, on_round=on_round, on_dense=on_dense
+    )
+    trial.method.schedule().run(trial)
+    return trial.results

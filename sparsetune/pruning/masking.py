@@ -84,6 +84,13 @@ class MaskSet(Mapping[str, torch.Tensor]):
             self.commit()
 
     @torch.no_grad()
+    def replace(self, new_masks: Mapping[str, torch.Tensor]) -> None:
+        """Overwrite masks in place, reviving allowed: only for controls that swap a found mask
+        for a random one. The caller sets the weights afterwards."""
+        for name, new in new_masks.items():
+            self[name].copy_((new != 0).to(self[name].dtype))
+
+    @torch.no_grad()
     def commit(self) -> None:
         """Zero the stored weights at pruned positions."""
         for name in self:

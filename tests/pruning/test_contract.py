@@ -23,9 +23,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from sparsetune.config import TrainConfig, TrialConfig
-from sparsetune.data import load_splits
 from sparsetune.data.tensors import TensorSet
-from sparsetune.identity import dense_key
 from sparsetune.models import build_model
 from sparsetune.pruning import METHODS
 from sparsetune.pruning.masking import (
@@ -34,9 +32,8 @@ from sparsetune.pruning.masking import (
     prunable_parameters,
     squashed_state_dict,
 )
-from sparsetune.train.dense_cache import DenseCache
 from sparsetune.train.loop import fit
-from sparsetune.trial import RoundResult, TrialContext, run_trial, train_dense
+from sparsetune.trial import RoundResult, TrialContext, run_trial, start_trial
 
 
 @dataclass(frozen=True)
@@ -94,24 +91,16 @@ def trial_config(method: str, case: Case, data) -> TrialConfig:
 def run_step_by_step(
     config: TrialConfig, cache_dir: Path, workdir: Path | None
 ) -> tuple[TrialContext, list[dict[str, torch.Tensor]]]:
-    """`run_trial`'s steps (sparsetune/trial.py) on the CPU, keeping the live model and masks."""
-    splits = load_splits(config.data)
-    dense = DenseCache(cache_dir).get_or_train(
-        dense_key(config), lambda: train_dense(config, splits, torch.device("cpu"))
-    )
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, splits.input_shape, splits.num_classes)
-    model.load_state_dict(dense.checkpoint.final)
-    masks = attach_masks(model)
-    method = METHODS[config.method](config.method_config())
-    method.attach(model, masks)
+    """`run_trial` through its two halves, keeping the live model and the masks of each round."""
     snapshots: list[dict[str, torch.Tensor]] = []
+    started: list[TrialContext] = []  # on_round is made before the context it reads exists
 
     def on_round(result: RoundResult) -> None:
-        snapshots.append({name: mask.detach().clone() for name, mask in masks.items()})
+        snapshots.append({name: m.detach().clone() for name, m in started[0].masks.items()})
 
-    context = TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
-    method.schedule().run(context)
+    context = start_trial(config, cache_dir=cache_dir, workdir=workdir, on_round=on_round)
+    started.append(context)
+    context.method.schedule().run(context)
     return context, snapshots
 
 
