@@ -8,6 +8,7 @@ written: every check runs before the sweep folder or an MLflow run is created.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,13 +35,18 @@ def _root() -> None:
     """Hyperparameter search for sparse neural networks (Ray Tune, Optuna, MLflow)."""
 
 
+MODEL_HELP = (
+    "lenet300, lenet5, resnet20, resnet32, resnet32x2, vgg16, vgg19, or "
+    "package.module:factory (called with input_shape and num_classes)"
+)
+DATASET_HELP = "mnist, fashion-mnist, cifar10, cifar100 or synthetic"
+
+
 @app.command()
 def search(
-    model: Annotated[str, typer.Option(help="model name: lenet300, lenet5")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
     objective: Annotated[str, typer.Option(help="what to maximise: pareto")] = "pareto",
-    dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist or synthetic")] = (
-        "fashion-mnist"
-    ),
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "fashion-mnist",
     data_dir: Annotated[
         Path | None,
         typer.Option(help="torchvision data folder [default: ~/.cache/sparsetune/data]"),
@@ -137,6 +143,180 @@ def search(
     )
 
 
+@app.command()
+def prune(
+    model: Annotated[
+        str,
+        typer.Option(help="lenet300, lenet5, resnet20, resnet32, resnet32x2, vgg16, vgg19, ..."),
+    ],
+    method: Annotated[
+        str, typer.Option(help="dense, magnitude, lottery, l0, sensitivity, snip, grasp, random")
+    ] = "magnitude",
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "fashion-mnist",
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="a method parameter as key=value (YAML value); repeat for more"),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="dense epochs; the method's *epochs knobs scale with them [paper's]"),
+    ] = None,
+    subset: Annotated[int | None, typer.Option(help="train on this many examples")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="torchvision data folder [default: ~/.cache/sparsetune/data]"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="output folder [default: ./sparsetune-runs/prune-<model>-<method>]"),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="dense-model cache [default: ~/.cache/sparsetune/cache]")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="record an MLflow run there [default: no MLflow]")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "sparsetune-prune",
+    val_size: Annotated[int, typer.Option(help="validation examples held out of train")] = 5000,
+    seed: Annotated[int, typer.Option(help="seed of initialisation and training")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print one JSON object on stdout, progress on stderr")
+    ] = False,
+) -> None:
+    """Train and prune one configuration in this process, with its paper's settings."""
+    import json
+
+    from rich.console import Console
+
+    from sparsetune.config import DataConfig, PruneOptions
+    from sparsetune.recipe import method_recipe
+
+    options = _validated(
+        PruneOptions,
+        {
+            k: v
+            for k, v in {
+                "model": model,
+                "dataset": dataset,
+                "method": method,
+                "out": out,
+                "cache_dir": cache_dir,
+                "data_dir": data_dir,
+                "epochs": epochs,
+                "subset": subset,
+                "val_size": val_size,
+            }.items()
+            if v is not None
+        },
+    )
+    overrides = _parsed_sets(set_values or [])
+    try:
+        recipe = method_recipe(model, method)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    if options.epochs is not None:
+        recipe = recipe.scaled_to(options.epochs)
+    data = DataConfig(
+        name=dataset, data_dir=options.data_dir, subset=options.subset, val_size=options.val_size
+    )
+    config = _validated_trial(
+        model=model,
+        data=data,
+        train=recipe.train,
+        method=method,
+        params={**recipe.params, **overrides},
+        seed=seed,
+        device=device,
+    )
+    folder = (options.out or Path("sparsetune-runs") / f"prune-{model}-{method}").resolve()
+    _check_writable(folder, "--out")
+    try:
+        from sparsetune.data import load_splits
+
+        load_splits(config.data)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    _checked_device(device)
+
+    from sparsetune.report.tables import layer_table
+    from sparsetune.single_run import run_single
+    from sparsetune.train.loop import TrainingDiverged
+
+    width = None if sys.stdout.isatty() else 160
+    progress = Console(stderr=True, width=width)
+    progress.print(
+        f"{method} on {model} / {dataset}: dense {config.train.epochs} epochs "
+        f"({recipe.source}), params {config.method_config().model_dump()}",
+        highlight=False,
+    )
+
+    def on_round(result) -> None:
+        progress.print(
+            f"round {result.round}: val {result.val_acc:.4f}, test {result.test_acc:.4f}, "
+            f"{result.compression:.1f}x, FLOPs {100 * result.flops_ratio:.1f}%, "
+            f"{result.architecture} ({result.seconds:.0f} s)",
+            highlight=False,
+        )
+
+    created = not folder.exists()
+    try:
+        single = run_single(
+            config,
+            out=folder,
+            cache_dir=options.cache_dir,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            on_round=on_round,
+        )
+    except TrainingDiverged as error:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise BadInput(f"training diverged ({error}); lower the learning rate") from None
+    summary = single.summary()
+    if json_output:
+        print(json.dumps(summary, default=str))
+        return
+    console = Console(width=width)
+    console.print(layer_table(summary["layers"], title=f"{method} on {model}: per-layer sparsity"))
+    console.print(
+        f"val acc {summary['val_acc']:.4f}, test acc {summary['test_acc']:.4f} "
+        f"(error {summary['test_error']:.2f}%), compression {summary['compression']:.1f}x, "
+        f"FLOPs {100 * summary['flops_ratio']:.1f}%, architecture {summary['architecture']}\n"
+        f"results: {folder / 'result.json'}"
+        + (f"\nMLflow run {single.run_id} at {tracking_uri}" if single.run_id else ""),
+        highlight=False,
+    )
+
+
+def _parsed_sets(values: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set {item!r}: expected key=value, e.g. --set sparsity=0.9")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise BadInput(f"--set {item!r}: the value is not valid YAML") from None
+    return overrides
+
+
+def _validated_trial(**values):
+    from pydantic import ValidationError
+
+    from sparsetune.config import TrialConfig, describe_validation_error
+
+    try:
+        return TrialConfig(**values)
+    except ValidationError as error:
+        message = describe_validation_error(error)
+        # Method parameters come from --set; name the option the user typed.
+        raise BadInput(f"--set: {message}" if "params." in message else message) from None
+
+
 # -- input checks: each raises BadInput with one line -------------------------------------
 
 
@@ -148,7 +328,8 @@ def _validated(model_class, values: dict):
     try:
         return model_class.model_validate(values)
     except ValidationError as error:
-        raise BadInput("--" + describe_validation_error(error).replace("_", "-", 1)) from None
+        field, colon, problem = describe_validation_error(error).partition(":")
+        raise BadInput(f"--{field.replace('_', '-')}{colon}{problem}") from None
 
 
 def _checked_space(sweep):

@@ -35,9 +35,10 @@ Device = Literal["auto", "cpu", "cuda"]
 # Names are checked against their registries; the imports stay inside so that validating a
 # name never loads torch (the registries resolve lazily).
 def _check_model(name: str) -> str:
-    from sparsetune.models import MODELS
+    # A registered name, or "package.module:factory" (imported now, so a typo fails here).
+    from sparsetune.models import check_model_name
 
-    return MODELS.check(name)
+    return check_model_name(name)
 
 
 def _check_dataset(name: str) -> str:
@@ -201,6 +202,21 @@ for _model in (SyntheticOptions, DataConfig, TrainConfig, TrialConfig):
     register_for_messages(_model)
 
 
+class PruneOptions(Frozen):
+    """`sparsetune prune`'s options; the trial itself is then validated as a TrialConfig."""
+
+    model: ModelName
+    dataset: DatasetName
+    method: MethodName
+
+    out: UserPath | None = None
+    cache_dir: UserPath = DEFAULT_CACHE_DIR
+    data_dir: UserPath = DEFAULT_DATA_DIR
+    epochs: int | None = Field(None, ge=1, description="dense training epochs")
+    subset: int | None = Field(None, ge=1)
+    val_size: int = Field(5000, ge=1)
+
+
 class SweepConfig(Frozen):
     """Everything `sparsetune search` needs, checked before any folder or run is created."""
 
@@ -239,3 +255,4 @@ class SweepConfig(Frozen):
 
 
 register_for_messages(SweepConfig)
+register_for_messages(PruneOptions)

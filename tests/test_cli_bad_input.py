@@ -22,12 +22,13 @@ BAD_SPACES = {
 CASES = [
     # (id, arguments, words the one line must contain)
     ("unknown-model", ["--model", "lenet9"], ["--model", "lenet9", "lenet300, lenet5"]),
+    ("unimportable-model", ["--model", "nowhere:net"], ["--model", "nowhere", "PYTHONPATH"]),
     ("unknown-dataset", ["--dataset", "cifar7"], ["--dataset", "cifar7", "fashion-mnist, mnist"]),
     ("unknown-objective", ["--objective", "fast"], ["--objective", "fast", "pareto"]),
     (
         "unknown-method",
         ["--methods", "magnitude,snipp"],
-        ["--methods", "snipp", "dense, magnitude"],
+        ["--methods", "snipp", "dense, magnitude, lottery, l0, sensitivity, snip"],
     ),
     ("zero-trials", ["--trials", "0"], ["--trials", "greater than or equal to 1"]),
     ("negative-trials", ["--trials", "-3"], ["--trials", "greater than or equal to 1"]),
@@ -47,7 +48,7 @@ CASES = [
     (
         "unknown-method-in-space",
         ["--space", "{spaces}/unknown_method.yaml"],
-        ["methods.prune_all", "dense, magnitude"],
+        ["methods.prune_all", "dense, grasp, l0, lottery, magnitude"],
     ),
     (
         "unknown-param-in-space",

@@ -1,6 +1,7 @@
 """Datasets by name, and the train / validation / test splits every trial uses.
 
-A loader is `(DataConfig) -> RawData`: the published train and test parts as normalised tensors.
+A loader is `(DataConfig) -> RawData`: the published train and test parts as normalised tensors,
+the train part carrying its augmentation if the dataset has one (CIFAR: crop and flip).
 `load_splits` holds a seeded validation set out of train and applies `subset`. Importing this
 package does not import torch: the config validates dataset names through `DATASETS` alone.
 """
@@ -21,6 +22,8 @@ DATASETS = Registry(
     {
         "mnist": "sparsetune.data.mnist_like:load_mnist",
         "fashion-mnist": "sparsetune.data.mnist_like:load_fashion_mnist",
+        "cifar10": "sparsetune.data.cifar:load_cifar10",
+        "cifar100": "sparsetune.data.cifar:load_cifar100",
         "synthetic": "sparsetune.data.synthetic:load_synthetic",
     },
 )
@@ -71,12 +74,17 @@ def _split(config: DataConfig) -> Splits:
         # The remaining train part is already in seeded random order, so this is a random subset.
         train_index = train_index[: config.subset]
 
-    def pick(index: torch.Tensor) -> TensorSet:
-        return TensorSet(raw.train.x.index_select(0, index), raw.train.y.index_select(0, index))
+    def pick(index: torch.Tensor, augment: bool) -> TensorSet:
+        return TensorSet(
+            raw.train.x.index_select(0, index),
+            raw.train.y.index_select(0, index),
+            raw.train.augment if augment else None,
+        )
 
     return Splits(
-        train=pick(train_index),
-        val=pick(val_index),
+        # Validation comes out of the published train part but is evaluated, so never augmented.
+        train=pick(train_index, augment=True),
+        val=pick(val_index, augment=False),
         test=raw.test,
         input_shape=tuple(raw.train.x.shape[1:]),
         num_classes=raw.num_classes,

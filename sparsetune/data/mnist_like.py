@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,14 +167,14 @@ def _unpack_debian_fashion_mnist(folder: Path, raw: Path) -> None:
 
 def _download(source: _Source, dataset_class: type[MNIST], raw: Path) -> str | None:
     """Download into `raw`; return None on success, else why it failed, in a few words."""
-    if os.environ.get("SPARSETUNE_OFFLINE", "") not in ("", "0"):
-        return "the download was skipped (SPARSETUNE_OFFLINE is set; unset it to download)"
-    previous_timeout = socket.getdefaulttimeout()
-    # torchvision offers no timeout; without one an unreachable mirror that drops packets blocks
-    # for minutes. The default is process-wide, so restore it at once.
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    skipped = offline_reason()
+    if skipped is not None:
+        return skipped
     try:
-        with tempfile.TemporaryDirectory(dir=raw, prefix=".downloading-") as staging:
+        with (
+            download_timeout(),
+            tempfile.TemporaryDirectory(dir=raw, prefix=".downloading-") as staging,
+        ):
             # Progress bars and "Downloading ..." lines would flood every trial's log.
             with (
                 contextlib.redirect_stdout(io.StringIO()),
@@ -184,13 +185,30 @@ def _download(source: _Source, dataset_class: type[MNIST], raw: Path) -> str | N
             for name in IDX_FILES:
                 os.replace(downloaded / name, raw / name)
     except (RuntimeError, OSError) as error:
-        return f"the download failed ({_short_reason(error)})"
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+        return f"the download failed ({short_reason(error)})"
     return None
 
 
-def _short_reason(error: Exception) -> str:
+def offline_reason() -> str | None:
+    """Why no download will be tried (SPARSETUNE_OFFLINE is set), or None."""
+    if os.environ.get("SPARSETUNE_OFFLINE", "") not in ("", "0"):
+        return "the download was skipped (SPARSETUNE_OFFLINE is set; unset it to download)"
+    return None
+
+
+@contextlib.contextmanager
+def download_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
+    # torchvision offers no timeout; without one an unreachable mirror that drops packets blocks
+    # for minutes. The default is process-wide, so restore it at once.
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def short_reason(error: Exception) -> str:
     # torchvision joins every mirror's error into one multi-line message; the last one will do.
     text = str(error)
     url_errors = re.findall(r"<urlopen error (.*?)>", text)

@@ -8,19 +8,30 @@ processes. On a GPU the whole set can live on the device and an epoch never touc
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+# A batch transform `(x, generator) -> x'`: random draws come from the generator (on the CPU),
+# so the result depends only on the loader's seed, whatever the device.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
 
 @dataclass(frozen=True)
 class TensorSet:
-    """Inputs `x` (float32, normalised, N x C x H x W or N x D) and labels `y` (int64, N)."""
+    """Inputs `x` (float32, normalised, N x C x H x W or N x D) and labels `y` (int64, N).
+
+    `augment`, if set, is applied by `InMemoryLoader` to every batch it draws: a dataset's loader
+    sets it on the training part only (crop-and-flip for CIFAR), so `fit` trains on augmented
+    batches without knowing which dataset it has, and evaluation, which slices `x` directly,
+    never sees it.
+    """
 
     x: Tensor
     y: Tensor
+    augment: Augment | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -32,7 +43,7 @@ class TensorSet:
         return len(self.y)
 
     def to(self, device: torch.device | str) -> TensorSet:
-        return TensorSet(self.x.to(device), self.y.to(device))
+        return TensorSet(self.x.to(device), self.y.to(device), self.augment)
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,8 @@ class InMemoryLoader:
 
     With `shuffle`, each pass draws a fresh permutation from the loader's own generator, seeded once
     here: epoch k's order depends only on `seed` and k, not on any other use of the global RNG.
+    The data's `augment` transforms each batch, drawing from the same generator, so the
+    augmentation of epoch k is seeded the same way.
     """
 
     def __init__(self, data: TensorSet, batch_size: int, shuffle: bool = False, seed: int = 0):
@@ -92,12 +105,19 @@ class InMemoryLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self.data.x, self.data.y
         count = len(self.data)
+        augment = self.data.augment
         if not self.shuffle:
-            # In order, a slice is a view: no copy at all.
+            # In order, a slice is a view: no copy at all (unless augmented).
             for start in range(0, count, self.batch_size):
-                yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+                inputs = x[start : start + self.batch_size]
+                if augment is not None:
+                    inputs = augment(inputs, self._generator)
+                yield inputs, y[start : start + self.batch_size]
             return
         order = torch.randperm(count, generator=self._generator).to(x.device)
         for start in range(0, count, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield x.index_select(0, index), y.index_select(0, index)
+            inputs = x.index_select(0, index)
+            if augment is not None:
+                inputs = augment(inputs, self._generator)
+            yield inputs, y.index_select(0, index)

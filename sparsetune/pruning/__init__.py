@@ -16,6 +16,12 @@ METHODS = Registry(
     {
         "dense": "sparsetune.pruning.dense:Dense",
         "magnitude": "sparsetune.pruning.magnitude:MagnitudePruning",
+        "l0": "sparsetune.pruning.l0:L0Regularization",
+        "sensitivity": "sparsetune.pruning.sensitivity:SensitivityRegularization",
+        "snip": "sparsetune.pruning.snip:SNIP",
+        "grasp": "sparsetune.pruning.grasp:GraSP",
+        "random": "sparsetune.pruning.random_pruning:RandomPruning",
+        "lottery": "sparsetune.pruning.lottery:LotteryTicket",
     },
 )
 

@@ -9,8 +9,10 @@ lowered learning rate with L2 weight decay; repeat for several rounds. Two crite
   per layer or with one threshold across layers.
 
 Deviations from the paper, on purpose:
-- The std is taken over the layer's *surviving* weights each round, so repeating the same C cuts
-  further each round (the paper leaves the iterative threshold unspecified).
+- The std is that of the whole layer as it stands, pruned zeros included (Distiller's reading;
+  the paper leaves the iterative threshold unspecified). Repeating a C then removes only the
+  weights that retraining shrank below it, so rounds refine rather than collapse a layer; the
+  survivors' std instead grows once the small weights are gone and wipes a layer by round 2.
 - Retraining runs at a constant learning rate = dense lr x `retrain_lr_factor` (paper: about
   0.1); the LeNets here have no dropout, so the paper's dropout rescaling does not arise.
 """
@@ -88,10 +90,9 @@ class MagnitudePruning(PruningMethod):
     def _std_thresholds(self, model: nn.Module, masks: MaskSet, names: list[str]) -> dict:
         thresholds = {}
         for name in names:
-            surviving = masks.effective_weight(name)[masks[name] != 0]
-            is_conv = masks.effective_weight(name).dim() > 2
-            quality = self.config.c_conv if is_conv else self.config.c_fc
-            std = surviving.std() if surviving.numel() > 1 else torch.tensor(0.0)
+            weight = masks.effective_weight(name)
+            quality = self.config.c_conv if weight.dim() > 2 else self.config.c_fc
+            std = weight.std() if weight.numel() > 1 else torch.tensor(0.0)
             thresholds[name] = float(quality * std)
         return thresholds
 

@@ -85,8 +85,9 @@ class MaskSet(Mapping[str, torch.Tensor]):
 
     @torch.no_grad()
     def replace(self, new_masks: Mapping[str, torch.Tensor]) -> None:
-        """Overwrite masks in place, reviving allowed: only for controls that swap a found mask
-        for a random one. The caller sets the weights afterwards."""
+        """Overwrite masks in place, reviving allowed: only for the random-mask control, which
+        swaps a round's mask for a random one within the previous round's. The caller sets the
+        weights afterwards."""
         for name, new in new_masks.items():
             self[name].copy_((new != 0).to(self[name].dtype))
 

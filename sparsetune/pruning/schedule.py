@@ -66,11 +66,12 @@ class IterativePruning(Schedule):
     def run(self, trial: TrialContext) -> None:
         for index in range(1, self.rounds + 1):
             info = RoundInfo(index, self.rounds, self.targets[index - 1])
+            previous = trial.masks.state()
             trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
             if self.rewind_to is not None:
                 weights = trial.dense.checkpoint.weights_at(self.rewind_to)
                 trial.load_weights(weights)
-                apply_control(trial, self.control, weights, salt=index)
+                apply_control(trial, self.control, previous, weights, salt=index)
             trial.retrain(self.retrain_epochs)
             trial.report(index)
 
@@ -91,20 +92,27 @@ class AtInitialisation(Schedule):
         batch = trial.scoring_batch(self.scoring_examples)
         trial.method.at_init(trial.model, trial.masks, batch)
         info = RoundInfo(1, 1, self.target)
+        previous = trial.masks.state()
         trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
-        apply_control(trial, self.control, init, salt=1)
+        apply_control(trial, self.control, previous, init, salt=1)
         trial.retrain(None)
         trial.report(1)
 
 
 def apply_control(
-    trial: TrialContext, control: Control, weights: dict[str, torch.Tensor], salt: int
+    trial: TrialContext,
+    control: Control,
+    previous: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    salt: int,
 ) -> None:
     """The controls of Frankle & Carbin 2019 and Frankle et al. 2021 ("Missing the Mark"), applied
-    after a mask was found and the survivors were set to `weights` (theta_j or theta_0):
-    - `shuffle`: each layer's mask permuted at random, the survivors set to `weights` again (same
-      per-layer sparsity, random positions: the lottery paper's random-mask control);
-    - `reinit`: the same mask, the kept weights drawn afresh from the model's initialiser;
+    after a round's mask was found (narrowing `previous`, the mask before the round) and the
+    survivors were set to `weights` (theta_j or theta_0):
+    - `shuffle`: in each layer, as many survivors as the method kept, chosen at random among the
+      weights `previous` kept: a random mask with the method's per-layer sparsity that is still
+      nested across rounds (at initialisation, a plain random permutation of the mask);
+    - `reinit`: the method's mask, the kept weights drawn afresh from the model's initialiser;
     - `none`: the method's own mask and weights.
     Seeded by the trial's seed and `salt` (the round), so a control is reproducible."""
     if control == "none":
@@ -114,10 +122,78 @@ def apply_control(
         generator = torch.Generator().manual_seed(seed)
         shuffled = {}
         for name, mask in trial.masks.items():
-            order = torch.randperm(mask.numel(), generator=generator).to(mask.device)
-            shuffled[name] = mask.flatten()[order].view_as(mask)
-        # A control replaces the mask rather than narrowing it: the one place masks may revive.
+            allowed = previous[name].flatten().nonzero().squeeze(1)
+            chosen = allowed[torch.randperm(len(allowed), generator=generator)]
+            flat = torch.zeros(mask.numel(), dtype=torch.bool)
+            flat[chosen[: int(mask.count_nonzero())]] = True
+            shuffled[name] = flat.view_as(mask).to(mask.device)
+        # Not a subset of the method's new mask, only of `previous`: hence replace, not update.
         trial.masks.replace(shuffled)
         trial.load_weights(weights)
     else:
         trial.load_weights(trial.fresh_initialisation(seed))
+
+
+@dataclass(frozen=True)
+class TrainThenPrune(Schedule):
+    """Methods that learn their masks while training (L0's hard-concrete gates): start from
+    theta_0 of the shared dense run (`from_init`; those papers train from scratch) or keep the
+    trained dense weights, train once with the method's recipe and hooks (`epochs` None: the
+    recipe's length), then let the method turn what it learnt into masks and report round 1."""
+
+    epochs: int | None = None
+    from_init: bool = True
+
+    def run(self, trial: TrialContext) -> None:
+        if self.from_init:
+            trial.load_weights(trial.dense.checkpoint.init)
+        trial.retrain(self.epochs)
+        info = RoundInfo(1, 1, None)
+        trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
+        trial.report(1)
+
+
+@dataclass(frozen=True)
+class PruneDuringTraining(Schedule):
+    """Regularise-and-prune (Tartaglione et al. 2018): start from the trained dense model; each
+    round trains `epochs_per_round` epochs with the method's recipe and hooks (its regulariser),
+    prunes by the method's criterion (never reviving), and checks validation accuracy.
+
+    A round within `tolerance` of the dense model's validation accuracy is reported. The first
+    round below it stops the run and is not kept: the model and masks go back to the last
+    reported round (the paper stops once accuracy worsens past the tolerance, keeping the last
+    acceptable net). If even round 1 falls below, the dense model is reported as round 0, so that
+    every trial reports a point. At most `rounds` rounds run.
+    """
+
+    rounds: int
+    epochs_per_round: int
+    tolerance: float
+
+    def run(self, trial: TrialContext) -> None:
+        # Imported here: the loop imports the pruning base, which names this module for types.
+        from sparsetune.train import loop
+
+        floor = trial.dense.checkpoint.metrics["val_acc"] - self.tolerance
+        # state_dict holds the masks as buffers, so one snapshot restores weights and masks.
+        accepted = _snapshot(trial.model)
+        reported = False
+        for index in range(1, self.rounds + 1):
+            trial.retrain(self.epochs_per_round)
+            info = RoundInfo(index, self.rounds, None)
+            trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
+            val_acc, _ = loop.evaluate(trial.model, trial.splits.val)
+            if val_acc < floor:
+                # In place (load_state_dict copies): weights and mask buffers return to the last
+                # accepted round. Restoring a reported state, not reviving weights.
+                trial.model.load_state_dict(accepted)
+                break
+            trial.report(index)
+            reported = True
+            accepted = _snapshot(trial.model)
+        if not reported:
+            trial.report(0)
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}

@@ -8,8 +8,6 @@ errored, Optuna as failed, and the sweep goes on.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,38 +51,19 @@ class TrialTemplate:
         )
 
 
-def write_round_files(result: RoundResult, folder: Path) -> list[Path]:
-    """The per-layer table and the architecture string of one round, next to its ticket."""
-    folder.mkdir(parents=True, exist_ok=True)
-    table = folder / f"round-{result.round}-layers.csv"
-    rows = [layer.as_row() for layer in result.report.layers]
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    architecture = folder / f"round-{result.round}-architecture.json"
-    architecture.write_text(
-        json.dumps({"architecture": result.architecture, "layers": rows}, indent=2)
-    )
-    return [table, architecture]
-
-
 def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
     torch.set_num_threads(template.threads)
     config = template.trial_config(flat)
     config_hash = trial_hash(config)
     trial_id = tune.get_context().get_trial_id()
     workdir = template.sweep_dir / "trials" / trial_id
-    run = _start_child_run(template, config, config_hash, trial_id)
+    run = _start_child_run(template, config, config_hash, trial_id, workdir)
 
     def on_round(result: RoundResult) -> None:
-        metrics = result.metrics()
         if run is not None:
-            files = [result.ticket_path, *write_round_files(result, workdir)]
-            run.log_metrics(metrics, step=result.round)
-            run.log_files([f for f in files if f is not None], artifact_path="ticket")
+            run.record_round(result)
         tune.report(
-            metrics
+            result.metrics()
             | {
                 "config_hash": config_hash,
                 "run_id": run.run_id if run else "",
@@ -94,7 +73,7 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
 
     def on_dense(dense: CachedDense) -> None:
         if run is not None:  # shows that trials share the cached dense stage
-            run.set_tags(
+            run.run.set_tags(
                 {"dense_stage": f"{'trained' if dense.trained_here else 'cache'}:{dense.key}"}
             )
 
@@ -107,25 +86,27 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
             on_dense=on_dense,
         )
         if run is not None:
-            run.log_files([workdir / "init.safetensors"], artifact_path="ticket")
             run.finish()
     except BaseException as error:
         if run is not None:
-            run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
-            run.finish(failed=True)
+            run.fail(error)
         raise
 
 
-def _start_child_run(template: TrialTemplate, config: TrialConfig, config_hash: str, trial_id: str):
+def _start_child_run(
+    template: TrialTemplate, config: TrialConfig, config_hash: str, trial_id: str, workdir: Path
+):
     if template.tracking_uri is None or template.experiment_id is None:
         return None
     from sparsetune.tracking.mlflow_store import MlflowStore
+    from sparsetune.tracking.trial_run import TrialRun
 
-    store = MlflowStore(template.tracking_uri, template.experiment_id)
-    run = store.start_run(
+    return TrialRun.start(
+        MlflowStore(template.tracking_uri, template.experiment_id),
         f"{config.method}-{trial_id}",
+        config,
+        config_hash,
+        workdir,
         parent=template.parent_run_id,
-        tags={"config_hash": config_hash, "method": config.method, "ray_trial_id": trial_id},
+        tags={"ray_trial_id": trial_id},
     )
-    run.log_params({"method": config.method, **config.method_config().model_dump()})
-    return run

@@ -46,6 +46,14 @@ class Case:
 
 CONTRACT_CASES: dict[str, dict[str, Case]] = {
     "dense": {"default": Case(target=0.0)},
+    # The threshold decides the sparsity; a strong lambda and a large T so that two short rounds
+    # prune (about 60% here); tolerance 1 so that no round stops the run.
+    "sensitivity": {
+        variant: Case(
+            {"variant": variant, "lmbda": 0.05, "threshold": 0.01, "epochs": 2, "tolerance": 1.0}
+        )
+        for variant in ("unspecific", "specific")
+    },
     "magnitude": {
         "global": Case(
             {"criterion": "global", "sparsity": 0.8, "rounds": 2, "retrain_epochs": 1}, 0.8
@@ -54,6 +62,53 @@ CONTRACT_CASES: dict[str, dict[str, Case]] = {
             {"criterion": "layerwise", "sparsity": 0.6, "rounds": 2, "retrain_epochs": 1}, 0.6
         ),
         "std": Case({"criterion": "std", "c_fc": 0.8, "rounds": 2, "retrain_epochs": 1}),
+    },
+    # The gates decide the sparsity; a fast gate rate so that one short epoch closes some.
+    "l0": {
+        "weight": Case(
+            {"granularity": "weight", "epochs": 1, "gate_lr_factor": 300, "l0_lambda": 0.05}
+        ),
+        "neuron": Case(
+            {"granularity": "neuron", "epochs": 1, "gate_lr_factor": 300, "l0_lambda": 0.005}
+        ),
+    },
+    # Pruning at initialisation: one global (or layer-wise) top-k to the target, then training.
+    "snip": {
+        "default": Case({"sparsity": 0.9, "scoring_batch": 64}, 0.9),
+        "shuffle": Case({"sparsity": 0.8, "scoring_batch": 64, "control": "shuffle"}, 0.8),
+    },
+    "grasp": {
+        "default": Case({"sparsity": 0.9, "samples_per_class": 4}, 0.9),
+        "reinit": Case(
+            {
+                "sparsity": 0.7,
+                "samples_per_class": 4,
+                "xavier_fc_scoring": False,
+                "control": "reinit",
+            },
+            0.7,
+        ),
+    },
+    "random": {
+        "layerwise": Case({"sparsity": 0.9, "distribution": "layerwise"}, 0.9),
+        "global": Case({"sparsity": 0.95, "distribution": "global"}, 0.95),
+    },
+    # 1 - (1 - 0.5)^2 = 0.75 in every layer, output layer included.
+    "lottery": {
+        "rewind-0": Case(
+            {"prune_fraction": 0.5, "rounds": 2, "output_rate": "same", "train_epochs": 1}, 0.75
+        ),
+        "global-shuffle": Case(
+            {
+                "prune_fraction": 0.5,
+                "rounds": 2,
+                "criterion": "global",
+                "output_rate": "same",
+                "control": "shuffle",
+                "train_epochs": 1,
+            },
+            0.75,
+        ),
     },
 }
 

@@ -94,14 +94,17 @@ def test_a_second_round_with_a_larger_c_never_unmasks_a_weight():
     layer, masks = one_layer(FC)
     first = prune(layer, masks, c_fc=0.5)
     assert first["weight"] == [[0, 0, 1], [1, 1, 1]]
-    # Round two thresholds on the survivors {3, -4, 5, -6}: mean -0.5, sample std
-    # sqrt(85 / 3) = 5.323; C = 0.9 gives 4.79, so of the survivors 3 and -4 go.
-    assert sample_std([3.0, -4.0, 5.0, -6.0]) == pytest.approx(math.sqrt(85 / 3))
-    second = prune(layer, masks, c_fc=0.9)
+    # Round two thresholds on the whole layer, pruned zeros included: {0, 0, 3, -4, 5, -6} has
+    # mean -1/3 and sample std sqrt(85.33 / 5) = 4.131 by hand; C = 1.0 gives 4.13,
+    # so 3 and -4 go; C = 0.9 gives 3.72 and only 3 goes.
+    assert sample_std([0.0, 0.0, 3.0, -4.0, 5.0, -6.0]) == pytest.approx(4.1312, abs=1e-4)
+    second = prune(layer, masks, c_fc=1.0)
     assert second["weight"] == [[0, 0, 0], [0, 1, 1]]
-    # Had the std included the pruned zeros, {0, 0, 3, -4, 5, -6} (std 4.13, threshold 3.72)
-    # would have kept -4: the survivors' std is the documented rule.
-    assert 0.9 * sample_std([0.0, 0.0, 3.0, -4.0, 5.0, -6.0]) < 4.0
+    # Had the std been over the survivors {3, -4, 5, -6} (5.323), C = 0.9 would cut at 4.79 and
+    # take -4 too: the whole layer's std is the documented rule (Distiller's reading of Han).
+    layer, masks = one_layer(FC)
+    prune(layer, masks, c_fc=0.5)
+    assert prune(layer, masks, c_fc=0.9)["weight"] == [[0, 0, 0], [1, 1, 1]]
 
 
 def test_a_pruned_weight_stays_pruned_whatever_its_stored_value():

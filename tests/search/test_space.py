@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from sparsetune.pruning import METHODS
 from sparsetune.search.space import SPACES_DIR, default_space_path, load_space, params_from_flat
 
 CONDITIONAL = """
@@ -28,11 +29,23 @@ def write(tmp_path, text, name="space.yaml"):
 
 
 @pytest.mark.parametrize("model", ["lenet5", "lenet300"])
-def test_built_in_spaces_are_valid(model):
+def test_the_lenet_spaces_search_every_method(model):
     space = load_space(default_space_path(model))
-    assert space.method_names == ["dense", "magnitude"]
+    assert sorted(space.method_names) == sorted(METHODS.names())
     assert space.is_conditional
     assert space.methods["magnitude"]["rounds"].integer
+
+
+@pytest.mark.parametrize("model", ["resnet20", "resnet32", "resnet32x2", "vgg16", "vgg19"])
+def test_the_cifar_spaces_search_the_methods_the_papers_run_there(model):
+    space = load_space(default_space_path(model))
+    assert space.method_names == ["dense", "magnitude", "lottery", "snip", "grasp", "random"]
+    assert space.train.epochs == 160
+
+
+def test_methods_restricts_a_space_in_the_order_given():
+    space = load_space(default_space_path("lenet5"), ["snip", "lottery"])
+    assert space.method_names == ["snip", "lottery"]
 
 
 def test_sampling_follows_the_conditions_and_keeps_fixed_values(tmp_path):

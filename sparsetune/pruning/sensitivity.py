@@ -1,0 +1,220 @@
+"""Sensitivity-driven regularisation (Tartaglione et al., NeurIPS 2018): the method, its
+helpers (S, Sb, labels from the loss gradient) and its config. See `SensitivityRegularization`
+and docs/methods.md."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from sparsetune.config import TrainConfig
+from sparsetune.pruning.base import MethodConfig, PruningMethod
+from sparsetune.pruning.masking import MaskSet, find_masks
+from sparsetune.pruning.schedule import PruneDuringTraining, RoundInfo
+
+
+class SensitivityConfig(MethodConfig):
+    variant: Literal["unspecific", "specific"] = "unspecific"
+    # lambda of the update rule; the per-step factor 1 - lmbda * Sb must stay in [0, 1].
+    lmbda: float = Field(1e-4, gt=0, le=1, description="decay strength lambda, per step")
+    threshold: float = Field(1e-3, gt=0, le=1, description="T: prune |w| < T after each round")
+    epochs: int = Field(10, ge=1, le=10_000, description="most epochs of regularised training")
+    prune_every: int = Field(1, ge=1, le=1000, description="epochs between two thresholdings")
+    tolerance: float = Field(
+        0.01, ge=0, le=1, description="largest allowed drop of val_acc below the dense model's"
+    )
+    output: Literal["softmax", "logits"] = "softmax"
+    lr: float = Field(0.1, gt=0, le=10, description="SGD learning rate eta")
+    momentum: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _rounds_fit(self) -> SensitivityConfig:
+        if self.prune_every > self.epochs:
+            raise ValueError(
+                f"prune_every ({self.prune_every}) must be at most epochs ({self.epochs})"
+            )
+        return self
+
+
+def output_sensitivity(
+    outputs: torch.Tensor, weights: Sequence[torch.Tensor], labels: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """S(y, w) for each tensor in `weights`, from the (batch, C) outputs `y` still holding their
+    graph (kept: `retain_graph`).
+
+    `labels` None: unspecific, S = sum_k |d/dw mean_n y_nk|, the C backward passes batched into one
+    vmapped call. With labels: specific, S = |d/dw mean_n y_{n, label_n}|, one backward pass.
+    """
+    batch, classes = outputs.shape
+    if labels is not None:
+        direction = F.one_hot(labels, classes).to(outputs.dtype) / batch
+        grads = torch.autograd.grad(outputs, weights, direction, retain_graph=True)
+        return [grad.abs() for grad in grads]
+    # Direction k selects output k of every example, averaged: (C, batch, C).
+    eye = torch.eye(classes, dtype=outputs.dtype, device=outputs.device)
+    directions = eye.unsqueeze(1).expand(classes, batch, classes) / batch
+    grads = torch.autograd.grad(
+        outputs, weights, directions, retain_graph=True, is_grads_batched=True
+    )
+    return [grad.abs().sum(0) for grad in grads]
+
+
+def insensitivity(sensitivity: torch.Tensor) -> torch.Tensor:
+    """Sb = max(0, 1 - S): 1 for a weight the output ignores, 0 from S >= 1 on."""
+    return (1 - sensitivity).clamp(min=0)
+
+
+def labels_from_cross_entropy_grad(logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The targets of a mean cross-entropy loss, read from its gradient at the logits.
+
+    dL/dz = (softmax(z) - onehot(t)) / B: every entry is >= 0 except the true class's. A row with
+    no negative entry has p_t = 1 in floating point, so its label is its argmax.
+    """
+    negative = grad < 0
+    if (negative.sum(1) > 1).any():
+        raise RuntimeError(
+            "specific sensitivity reads the labels from the gradient of a plain cross-entropy "
+            "loss at the logits; this gradient has several negative entries in a row, so the "
+            "loss is something else"
+        )
+    return torch.where(negative.any(1), grad.argmin(1), logits.argmax(1))
+
+
+class SensitivityRegularization(PruningMethod):
+    """Sensitivity-driven regularisation (Tartaglione, Lepsøy, Fiandrotti & Francini, "Learning
+    sparse neural networks via sensitivity-driven regularization", NeurIPS 2018).
+
+    A weight whose change hardly moves the network's output is decayed towards zero; a threshold
+    then prunes it. The paper's equations (section 3):
+    - sensitivity of the C outputs y to a weight w: S(y, w) = sum_k alpha_k |dy_k / dw|;
+      `unspecific`: alpha_k = 1 for every k; `specific`: alpha_k = 1 for the true class only;
+    - bounded insensitivity: Sb(y, w) = max(0, 1 - S(y, w)), in [0, 1];
+    - update: w <- w - eta dL/dw - lambda * w * Sb(y, w) (the gradient of the penalty
+      lambda/2 * sum_w w^2 (1 - S), S held fixed);
+    - every so often, weights with |w| < T are set to zero and stay there; stop when validation
+      accuracy worsens past a tolerance.
+
+    How it is built here:
+    - The decay is applied *after* the optimiser's step, in `on_step_end`, as the update rule
+      reads: eta does not multiply it and it never enters the optimiser's momentum. The authors'
+      later code for the same family (EIDOSLAB/LOBSTER) does the same: `p -= lmbda * p *
+      relu(1 - S)` right after `optimizer.step()`. S is measured on the step's batch, at the
+      weights its gradient was taken at.
+    - S is exact: one backward pass per output (C of them), batched into one call
+      (`torch.autograd.grad(..., is_grads_batched=True)`, a vmap over the C one-hot output
+      directions), re-using the step's forward graph (no second forward). It runs inside the
+      step's own backward, from a gradient hook on the network's output, because the loop's hooks
+      do not see the batch: there the forward graph is alive and the labels can be read.
+    - Pruned weights: the mask parametrization makes dy/dw exactly 0 there (S = 0, Sb = 1) and
+      w = 0, so the decay is 0; it is also multiplied by the mask, so a pruned weight receives no
+      decay whatever its stored value.
+
+    Deviations from the paper, on purpose (docs/methods.md has the full list):
+    - Batch: S uses |d/dw (1/B) sum_n y_nk|, the batch-mean derivative, rather than the mean of
+      per-example |dy_nk/dw| (B x C backward passes per step). `specific` averages y_{n, t_n}.
+    - Labels for `specific` are read from the gradient of the loop's mean cross-entropy at the
+      logits, (softmax(z) - onehot(t)) / B, whose only negative entry per row is the true class
+      (a row with none is predicted with probability 1, so its label is its argmax). Any other
+      loss raises rather than guessing.
+    - y is the softmax output by default *(approx.: the paper leaves pre- vs post-softmax open)*;
+      `output="logits"` uses the pre-softmax scores.
+    - Schedule (`PruneDuringTraining`): start from the trained dense model of the shared dense
+      stage (the paper's two-step procedure: reach performance, then regularise and threshold).
+      Each round trains `prune_every` epochs with the regulariser, then prunes |w| < T (absolute,
+      the same for every layer, as in the paper). A round more than `tolerance` below the dense
+      model's validation accuracy ends the run and is neither reported nor kept; at most
+      `epochs // prune_every` rounds run.
+    - Optimiser: plain SGD at a constant rate `lr`, no momentum by default (the update rule has
+      none), no L2 (the sensitivity term replaces it) *(approx.: the paper's rates and epoch
+      counts are not reproduced)*.
+    """
+
+    Config = SensitivityConfig
+    key_params = ("variant", "lmbda", "threshold", "epochs", "prune_every", "tolerance")
+    config: SensitivityConfig
+
+    def __init__(self, config: SensitivityConfig):
+        super().__init__(config)
+        # Sb per masked weight, measured during the current step's backward, used at its end.
+        self._insensitivity: dict[str, torch.Tensor] = {}
+
+    def schedule(self) -> PruneDuringTraining:
+        config = self.config
+        return PruneDuringTraining(
+            rounds=config.epochs // config.prune_every,
+            epochs_per_round=config.prune_every,
+            tolerance=config.tolerance,
+        )
+
+    def retrain_recipe(self, dense: TrainConfig) -> TrainConfig:
+        # The update rule is plain SGD plus the sensitivity term; L2 would be a second decay.
+        return dense.model_copy(
+            update={
+                "optimizer": "sgd",
+                "lr": self.config.lr,
+                "momentum": self.config.momentum,
+                "weight_decay": 0.0,
+                "schedule": "constant",
+            }
+        )
+
+    def attach(self, model: nn.Module, masks: MaskSet) -> None:
+        # The hook is found again through the model (not stored here), so a deepcopied model
+        # carries a working copy of it.
+        model.register_forward_hook(self._watch_output)
+
+    def _watch_output(self, model: nn.Module, args: tuple, output: torch.Tensor):
+        """Forward hook: on a training forward, route the output through a view whose gradient
+        hook computes S while the forward graph is alive."""
+        if not (model.training and torch.is_grad_enabled()):
+            return None
+        masks = find_masks(model)
+        if masks is None or not isinstance(output, torch.Tensor) or output.dim() != 2:
+            return None
+        outputs = torch.softmax(output, dim=1) if self.config.output == "softmax" else output
+        # The loss reaches the graph through `passthrough`; S's own backward starts at `outputs`
+        # and never passes this hook, so the hook cannot call itself.
+        passthrough = output.view_as(output)
+        passthrough.register_hook(functools.partial(self._measure, masks, output.detach(), outputs))
+        return passthrough
+
+    def _measure(
+        self,
+        masks: MaskSet,
+        logits: torch.Tensor,
+        outputs: torch.Tensor,
+        grad: torch.Tensor,
+    ) -> None:
+        names = list(masks)
+        labels = None
+        if self.config.variant == "specific":
+            labels = labels_from_cross_entropy_grad(logits, grad)
+        weights = [masks.stored_weight(name) for name in names]
+        sensitivities = output_sensitivity(outputs, weights, labels)
+        self._insensitivity = {
+            name: insensitivity(s) for name, s in zip(names, sensitivities, strict=True)
+        }
+
+    @torch.no_grad()
+    def on_step_end(self, model: nn.Module) -> None:
+        """w <- w - lambda * w * Sb(w), after the optimiser's step (not scaled by eta)."""
+        if not self._insensitivity:
+            return
+        masks = find_masks(model)
+        for name, sb in self._insensitivity.items():
+            weight = masks.stored_weight(name)
+            weight.sub_(self.config.lmbda * weight * sb * masks[name])
+        self._insensitivity = {}
+
+    @torch.no_grad()
+    def compute_masks(
+        self, model: nn.Module, masks: MaskSet, round_info: RoundInfo
+    ) -> dict[str, torch.Tensor]:
+        """Keep |w| >= T (the effective weight, so a pruned one stays pruned)."""
+        return {name: masks.effective_weight(name).abs() >= self.config.threshold for name in masks}

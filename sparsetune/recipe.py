@@ -1,0 +1,76 @@
+"""The papers' settings per model and method: what `sparsetune prune` runs by default.
+
+`recipes/<model>.yaml` holds the dense recipe and, per method, its parameters and optionally its
+own dense recipe (lottery tickets train with Adam at batch 60, Han et al. with Caffe's SGD). A
+model without a recipe file takes the `train:` section of its search space and each method's
+Config defaults; a user model takes TrainConfig's defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sparsetune.config import TrainConfig, describe_validation_error
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+SPACES_DIR = Path(__file__).parent / "search_spaces"
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    train: TrainConfig
+    params: dict[str, Any]
+    source: str
+
+    def scaled_to(self, epochs: int) -> MethodRecipe:
+        """Dense training of `epochs` epochs, and every `*epochs` parameter of the method scaled by
+        the same factor (at least 1 where it was at least 1): a quick run of the same recipe."""
+        factor = epochs / self.train.epochs if self.train.epochs else 1.0
+        params = {
+            key: _scaled(value, factor) if key.endswith("epochs") else value
+            for key, value in self.params.items()
+        }
+        return MethodRecipe(self.train.model_copy(update={"epochs": epochs}), params, self.source)
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return value
+    return max(1, math.ceil(value * factor))
+
+
+def method_recipe(model: str, method: str) -> MethodRecipe:
+    """The papers' recipe for `method` on `model`; ValueError with one line if a file is broken."""
+    path = RECIPES_DIR / f"{model}.yaml"
+    if path.exists():
+        raw = _read(path)
+        entry = (raw.get("methods") or {}).get(method) or {}
+        train = {**(raw.get("train") or {}), **(entry.get("train") or {})}
+        return MethodRecipe(_train(train, path), dict(entry.get("params") or {}), str(path))
+    space = SPACES_DIR / f"{model}.yaml"
+    if space.exists():
+        return MethodRecipe(_train(_read(space).get("train") or {}, space), {}, str(space))
+    return MethodRecipe(TrainConfig(), {}, "TrainConfig defaults")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping with `train:` and `methods:`")
+    return raw
+
+
+def _train(values: dict[str, Any], path: Path) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise ValueError(f"{path}: train.{describe_validation_error(error)}") from None

@@ -1,0 +1,113 @@
+"""`sparsetune prune`: one configuration in-process, its paper's settings by default, `--set`
+overrides, `--json`, an optional MLflow run, and bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_helpers import SYNTHETIC_RUN, run_cli
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def test_prune_json_reports_the_final_round_and_records_an_mlflow_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    result = run_cli(
+        "prune",
+        *SYNTHETIC_RUN,
+        "--method",
+        "lottery",
+        "--epochs",
+        "1",
+        "--set",
+        "rounds=2",
+        "--set",
+        "prune_fraction=0.5",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--tracking-uri",
+        uri,
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert {"method", "val_acc", "test_acc", "compression", "flops_ratio", "architecture"} <= set(
+        summary
+    )
+    assert summary["method"] == "lottery" and summary["round"] == 2
+    # --set won over the recipe; the rest of the recipe (output layer at half rate) stayed.
+    assert summary["params"]["rounds"] == 2 and summary["params"]["output_rate"] == "half"
+    # Two rounds of p = 0.5 leave a quarter of fc1 and fc2, 56% of the output layer.
+    layers = {layer["name"]: layer for layer in summary["layers"]}
+    assert layers["fc1"]["remaining_pct"] == pytest.approx(25.0, abs=0.01)
+    assert layers["fc3"]["remaining_pct"] == pytest.approx(56.25, abs=0.1)
+    assert summary["val_acc"] > 0.5
+    assert json.loads((out / "result.json").read_text())["run_id"] == summary["run_id"]
+    assert (out / "round-2.safetensors").is_file() and (out / "init.safetensors").is_file()
+    assert "round 2: val" in result.stderr
+
+    run = MlflowClient(uri).get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method"] == "lottery" and run.data.params["rounds"] == "2"
+    assert run.data.metrics["compression"] == pytest.approx(summary["compression"])
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "ticket")}
+    assert {"ticket/round-2.safetensors", "ticket/init.safetensors"} <= artifacts
+
+
+def test_prune_prints_the_per_layer_table_and_needs_no_mlflow(tmp_path):
+    result = run_cli(
+        "prune",
+        *SYNTHETIC_RUN,
+        "--method",
+        "snip",
+        "--epochs",
+        "1",
+        "--set",
+        "sparsity=0.8",
+        "--out",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for word in ("remaining %", "FLOPs remaining %", "fc1", "compression 5.0x"):
+        assert word in result.stdout
+    assert not list(tmp_path.rglob("*.db"))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["--set", "nope=1"], ["--set", "params.nope", "allowed keys", "c_fc"]),
+        (["--set", "c_fc=-1"], ["--set", "params.c_fc", "greater than 0"]),
+        (["--set", "c_fc"], ["--set", "key=value"]),
+        (["--method", "prune_all"], ["--method", "prune_all", "magnitude"]),
+        (["--epochs", "0"], ["--epochs", "greater than or equal to 1"]),
+    ],
+    ids=["unknown-key", "out-of-range", "no-equals", "unknown-method", "zero-epochs"],
+)
+def test_prune_bad_input_is_one_line_and_exit_2(tmp_path, arguments, words):
+    out = tmp_path / "run"
+    result = run_cli(
+        "prune",
+        *SYNTHETIC_RUN,
+        "--method",
+        "magnitude",
+        *arguments,
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsetune: error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert not out.exists()
