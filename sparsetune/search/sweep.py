@@ -65,18 +65,6 @@ class DefineByRun:
         return {**flat, "config_hash": config_hash}
 
 
-def _quiet_libraries() -> None:
-    """Keep the terminal for sparsetune's progress: the libraries' INFO lines say nothing a
-    user acts on (study created, database tables created)."""
-    import logging
-
-    import mlflow  # noqa: F401 - configures its loggers on import; set the level after that
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def dense_recipe(sweep: SweepConfig, space: SearchSpace) -> TrainConfig:
     """The space's dense recipe, with `--epochs` applied."""
     if sweep.epochs is None:
@@ -120,7 +108,7 @@ def run_sweep(
     sweep: SweepConfig, space: SearchSpace, dense: CachedDense, console: Console
 ) -> SweepOutcome:
     """Run the trials over the prepared dense model; write and record the results."""
-    _quiet_libraries()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     objective = get_objective(sweep.objective)
     sweep_dir = sweep.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)

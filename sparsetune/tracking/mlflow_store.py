@@ -8,6 +8,7 @@ processes on one tracking URI.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
+
+# Keep the terminal for sparsetune's progress: MLflow's INFO lines ("creating initial database
+# tables") say nothing a user acts on. Set here, after `import mlflow` configured its loggers.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:
