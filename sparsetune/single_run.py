@@ -13,7 +13,7 @@ from typing import Any
 
 from sparsetune.config import TrialConfig
 from sparsetune.identity import trial_hash
-from sparsetune.trial import RoundResult, run_trial
+from sparsetune.trial import RoundResult, start_trial
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class SingleRun:
     rounds: list[RoundResult]
     out: Path
     run_id: str | None
+    smaller_model: Path | None = None  # the physically smaller network, when units were removed
 
     @property
     def final(self) -> RoundResult:
@@ -47,6 +48,7 @@ class SingleRun:
             "run_id": self.run_id,
             "config_hash": trial_hash(self.config),
             "out": str(self.out),
+            "smaller_model": str(self.smaller_model) if self.smaller_model else None,
             "rounds": [result.metrics() for result in self.rounds],
             "layers": [layer.as_row() for layer in final.report.layers],
         }
@@ -78,13 +80,44 @@ def run_single(
         on_round(result)
 
     try:
-        rounds = run_trial(config, cache_dir=cache_dir, workdir=out, on_round=record)
+        trial = start_trial(config, cache_dir=cache_dir, workdir=out, on_round=record)
+        trial.method.schedule().run(trial)
+        smaller = export_smaller_model(trial.model, trial.splits.input_shape, out)
     except BaseException as error:
         if recorder is not None:
             recorder.fail(error)
         raise
     if recorder is not None:
+        if smaller is not None:
+            recorder.run.log_files([smaller], artifact_path="ticket")
         recorder.finish()
-    single = SingleRun(config, rounds, out, recorder.run_id if recorder else None)
+    run_id = recorder.run_id if recorder else None
+    single = SingleRun(config, trial.results, out, run_id, smaller)
     (out / "result.json").write_text(json.dumps(single.summary(), indent=2, default=str) + "\n")
     return single
+
+
+def export_smaller_model(model, input_shape: tuple[int, ...], out: Path) -> Path | None:
+    """Write `smaller-model.pt2`, the network with its removed neurons and channels physically
+    gone (`pruning.shrink`), as a `torch.export` program: `torch.export.load(path).module()` runs
+    it with no sparsetune and no pickled code. None when no unit was removed (unstructured
+    sparsity leaves every layer its width) or the architecture is one `shrink` does not support."""
+    import torch
+
+    from sparsetune.pruning.shrink import plain_copy, shrink
+
+    try:
+        smaller = shrink(model, input_shape)
+    except (ValueError, RuntimeError):
+        return None
+    # Against the plain network (masks and gates baked in): gate parameters are not the model's.
+    plain = plain_copy(model)
+    if sum(p.numel() for p in smaller.parameters()) >= sum(p.numel() for p in plain.parameters()):
+        return None
+    device = next(model.parameters()).device
+    example = torch.zeros(2, *input_shape, device=device)  # batch 2: a batch of 1 would specialise
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(smaller.eval(), (example,), dynamic_shapes=({0: batch},))
+    path = out / "smaller-model.pt2"
+    torch.export.save(program, path)
+    return path

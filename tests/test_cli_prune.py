@@ -111,3 +111,43 @@ def test_prune_bad_input_is_one_line_and_exit_2(tmp_path, arguments, words):
     for word in words:
         assert word in lines[0]
     assert not out.exists()
+
+
+def test_structured_pruning_exports_a_physically_smaller_model(tmp_path):
+    """L0 with neuron gates removes whole input neurons; `prune` writes the network without them
+    as a torch.export program that runs on its own and scores what the masked model scored."""
+    import torch
+
+    from sparsetune.config import DataConfig
+    from sparsetune.data import load_splits
+
+    out = tmp_path / "run"
+    result = run_cli(
+        "prune",
+        *SYNTHETIC_RUN,
+        "--method",
+        "l0",
+        "--epochs",
+        "1",
+        *("--set", "epochs=2", "--set", "gate_lr_factor=100", "--set", "l0_lambda=0.01"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    units = [int(n) for n in summary["architecture"].split("-")]
+    assert units[0] < 784 and summary["test_acc"] > 0.5, summary["architecture"]
+    assert summary["smaller_model"] == str(out / "smaller-model.pt2")
+
+    smaller = torch.export.load(summary["smaller_model"]).module()
+    # The weights are exactly the surviving units: 784-300-100 became units[0]-units[1]-units[2].
+    shapes = [tuple(v.shape) for k, v in smaller.state_dict().items() if k.endswith("weight")]
+    assert shapes == [(units[1], units[0]), (units[2], units[1]), (10, units[2])]
+    test = load_splits(DataConfig(name="synthetic", val_size=500)).test
+    with torch.no_grad():
+        accuracy = (smaller(test.x).argmax(1) == test.y).float().mean().item()
+    assert accuracy == pytest.approx(summary["test_acc"], abs=2e-3)
