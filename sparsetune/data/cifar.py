@@ -32,7 +32,12 @@ import torch
 from filelock import FileLock
 
 from sparsetune.data.augment import CropAndFlip
-from sparsetune.data.mnist_like import download_timeout, offline_reason, short_reason
+from sparsetune.data.mnist_like import (
+    download_timeout,
+    make_data_folder,
+    offline_reason,
+    short_reason,
+)
 from sparsetune.data.tensors import RawData, TensorSet
 
 if TYPE_CHECKING:
@@ -120,17 +125,7 @@ def _missing_files(dataset_class: type[CIFAR10], folder: Path) -> list[str]:
 
 
 def _fetch(source: _Source, dataset_class: type[CIFAR10], root: Path) -> None:
-    created = root
-    while not created.parent.exists():
-        created = created.parent
-    created = None if created.exists() else created  # the folder this call creates, if any
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(
-            f"dataset {source.name!r}: cannot create {root} ({error.strerror}); "
-            "pass a writable --data-dir"
-        ) from None
+    created = make_data_folder(source.name, root)
     folder = root / dataset_class.base_folder
     archive = root / dataset_class.filename
     # One process fetches; the others wait here and then find the files.

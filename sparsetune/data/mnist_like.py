@@ -113,17 +113,7 @@ def _has_idx_files(raw: Path) -> bool:
 
 
 def _fetch(source: _Source, dataset_class: type[MNIST], raw: Path) -> None:
-    created = raw
-    while not created.parent.exists():
-        created = created.parent
-    created = None if created.exists() else created  # the folder this call creates, if any
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(
-            f"dataset {source.name!r}: cannot create {raw} ({error.strerror}); "
-            "pass a writable --data-dir"
-        ) from None
+    created = make_data_folder(source.name, raw)
     # One process fetches; the others wait here and then find the files.
     with FileLock(raw / ".fetch.lock"):
         if _has_idx_files(raw):
@@ -187,6 +177,22 @@ def _download(source: _Source, dataset_class: type[MNIST], raw: Path) -> str | N
     except (RuntimeError, OSError) as error:
         return f"the download failed ({short_reason(error)})"
     return None
+
+
+def make_data_folder(dataset: str, folder: Path) -> Path | None:
+    """Create `folder` (and parents); return the topmost folder this created, so that a failed
+    fetch can remove what it made, or None if `folder` existed. One-line ValueError if it can't."""
+    created, probe = None, folder
+    while not probe.exists():
+        created, probe = probe, probe.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"dataset {dataset!r}: cannot create {folder} ({error.strerror}); "
+            "pass a writable --data-dir"
+        ) from None
+    return created
 
 
 def offline_reason() -> str | None:
