@@ -81,7 +81,7 @@ def run_single(
 
     try:
         trial = start_trial(config, cache_dir=cache_dir, workdir=out, on_round=record)
-        trial.method.schedule().run(trial)
+        trial.run()
         smaller = export_smaller_model(trial.model, trial.splits.input_shape, out)
     except BaseException as error:
         if recorder is not None:

@@ -111,6 +111,11 @@ class TrialContext:
             hooks=self.method,
         )
 
+    def run(self) -> list[RoundResult]:
+        """Let the method's schedule drive the trial; returns every reported round."""
+        self.method.schedule().run(self)
+        return self.results
+
     @torch.no_grad()
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Set the model to a plain (unmasked) state dict, e.g. theta_0 or a rewind point theta_j,
@@ -119,9 +124,9 @@ class TrialContext:
             self.masks.stored_weight(name).copy_(state[name])
         plain = {key: value for key, value in state.items() if key not in self.masks}
         # strict=False: the masked weights live under parametrizations.* and were set above.
-        missing = self.model.load_state_dict(plain, strict=False).unexpected_keys
-        if missing:
-            raise KeyError(f"state has keys the model lacks: {missing[:5]}")
+        unexpected = self.model.load_state_dict(plain, strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"state has keys the model lacks: {unexpected[:5]}")
         self.masks.commit()
 
     def fresh_initialisation(self, seed: int) -> dict[str, torch.Tensor]:
@@ -239,17 +244,6 @@ def start_trial(
     return TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
 
 
-def run_trial(
-    config: TrialConfig,
-    *,
-    cache_dir: Path,
-    workdir: Path | None = None,
-    on_round: Callable[[RoundResult], None] = lambda result: None,
-    on_dense: Callable[[CachedDense], None] = lambda dense: None,
-) -> list[RoundResult]:
-    """Run one configuration; returns every reported round."""
-    trial = start_trial(
-        config, cache_dir=cache_dir, workdir=workdir, on_round=on_round, on_dense=on_dense
-    )
-    trial.method.schedule().run(trial)
-    return trial.results
+def run_trial(config: TrialConfig, **options) -> list[RoundResult]:
+    """Run one configuration (`options` as for `start_trial`); returns every reported round."""
+    return start_trial(config, **options).run()

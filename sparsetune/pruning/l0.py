@@ -64,7 +64,7 @@ from torch.nn.utils import parametrize
 
 from sparsetune.config import TrainConfig
 from sparsetune.pruning.base import MethodConfig, PruningMethod
-from sparsetune.pruning.masking import MaskSet, WeightMask
+from sparsetune.pruning.masking import MaskSet, WeightMask, find_parametrizations
 from sparsetune.pruning.schedule import RoundInfo, TrainThenPrune
 
 if TYPE_CHECKING:
@@ -154,16 +154,7 @@ class HardConcreteGate(nn.Module):
 
 def find_gates(model: nn.Module) -> dict[str, tuple[nn.Module, HardConcreteGate]]:
     """Full weight name -> (its module, its gate), for every gated weight of `model`."""
-    gates = {}
-    for module_name, module in model.named_modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for tensor_name, parametrizations in module.parametrizations.items():
-            for parametrization in parametrizations:
-                if isinstance(parametrization, HardConcreteGate):
-                    full = f"{module_name}.{tensor_name}" if module_name else tensor_name
-                    gates[full] = (module, parametrization)
-    return gates
+    return find_parametrizations(model, HardConcreteGate)
 
 
 Scale = Annotated[float, Field(ge=0, le=1000)]

@@ -133,17 +133,24 @@ def attach_masks(model: nn.Module, names: list[str] | None = None) -> MaskSet:
     return MaskSet(model, masks)
 
 
-def find_masks(model: nn.Module) -> MaskSet | None:
-    """The MaskSet of a model that already carries masks (e.g. after deepcopy), else None."""
-    masks = {}
+def find_parametrizations(model: nn.Module, kind: type[nn.Module]) -> dict[str, tuple]:
+    """Full tensor name -> (its module, its parametrization) for every parametrization of type
+    `kind` on `model` (masks here, L0's gates in `pruning.l0`)."""
+    found = {}
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
             continue
         for tensor_name, parametrizations in module.parametrizations.items():
             for parametrization in parametrizations:
-                if isinstance(parametrization, WeightMask):
+                if isinstance(parametrization, kind):
                     full = f"{module_name}.{tensor_name}" if module_name else tensor_name
-                    masks[full] = parametrization
+                    found[full] = (module, parametrization)
+    return found
+
+
+def find_masks(model: nn.Module) -> MaskSet | None:
+    """The MaskSet of a model that already carries masks (e.g. after deepcopy), else None."""
+    masks = {name: mask for name, (_, mask) in find_parametrizations(model, WeightMask).items()}
     return MaskSet(model, masks) if masks else None
 
 

@@ -73,7 +73,7 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
 
     def on_dense(dense: CachedDense) -> None:
         if run is not None:  # shows that trials share the cached dense stage
-            run.run.set_tags(
+            run.set_tags(
                 {"dense_stage": f"{'trained' if dense.trained_here else 'cache'}:{dense.key}"}
             )
 

@@ -56,6 +56,9 @@ class TrialRun:
         run.log_params({"method": config.method, **config.method_config().model_dump()})
         return cls(run, workdir)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.run.set_tags(tags)
+
     def record_round(self, result: RoundResult) -> None:
         files = [result.ticket_path, *write_round_files(result, self.workdir)]
         self.run.log_metrics(result.metrics(), step=result.round)
