@@ -231,10 +231,14 @@ def prune(
     )
     folder = (options.out or Path("sparsetune-runs") / f"prune-{model}-{method}").resolve()
     _check_writable(folder, "--out")
-    try:
-        from sparsetune.data import load_splits
+    from sparsetune.data import load_splits
+    from sparsetune.pruning.masking import UnknownLayer
+    from sparsetune.trial import check_method
 
-        load_splits(config.data)
+    try:
+        check_method(config, load_splits(config.data))
+    except UnknownLayer as error:
+        raise BadInput(f"--set {error}") from None
     except ValueError as error:
         raise BadInput(str(error)) from None
     _checked_device(device)

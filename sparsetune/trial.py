@@ -25,7 +25,12 @@ from sparsetune.identity import dense_key
 from sparsetune.models import build_model
 from sparsetune.pruning import METHODS
 from sparsetune.pruning.base import PruningMethod, TrainingHooks
-from sparsetune.pruning.masking import MaskSet, attach_masks, squashed_state_dict
+from sparsetune.pruning.masking import (
+    MaskSet,
+    attach_masks,
+    prunable_parameters,
+    squashed_state_dict,
+)
 from sparsetune.train.dense_cache import (
     REWIND_ITERATIONS,
     CachedDense,
@@ -219,6 +224,15 @@ def train_dense(config: TrialConfig, splits: Splits, device: torch.device) -> De
     )
 
 
+def check_method(config: TrialConfig, splits: Splits) -> PruningMethod:
+    """The trial's method, its per-layer knobs checked against the model's prunable layers (one-line
+    ValueError), before any training."""
+    method = METHODS[config.method](config.method_config())
+    model = build_model(config.model, splits.input_shape, splits.num_classes)
+    method.check_layers(prunable_parameters(model))
+    return method
+
+
 def start_trial(
     config: TrialConfig,
     *,
@@ -231,6 +245,7 @@ def start_trial(
     no trial has), the model at its trained dense weights with masks attached, and the method."""
     device = resolve_device(config.device)
     splits = load_splits(config.data).to(device)
+    method = check_method(config, splits)
     dense = DenseCache(cache_dir).get_or_train(
         dense_key(config), lambda: train_dense(config, splits, device)
     )
@@ -239,7 +254,6 @@ def start_trial(
     model = build_model(config.model, splits.input_shape, splits.num_classes).to(device)
     model.load_state_dict(dense.checkpoint.final)
     masks = attach_masks(model)
-    method = METHODS[config.method](config.method_config())
     method.attach(model, masks)
     return TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
 

@@ -90,8 +90,12 @@ def test_prune_prints_the_per_layer_table_and_needs_no_mlflow(tmp_path):
         (["--set", "c_fc"], ["--set", "key=value"]),
         (["--method", "prune_all"], ["--method", "prune_all", "magnitude"]),
         (["--epochs", "0"], ["--epochs", "greater than or equal to 1"]),
+        (
+            ["--set", "criterion=layerwise", "--set", "layer_sparsity={fc9: 0.5}"],
+            ["--set layer_sparsity: unknown layer(s) fc9", "layers are fc1, fc2, fc3"],
+        ),
     ],
-    ids=["unknown-key", "out-of-range", "no-equals", "unknown-method", "zero-epochs"],
+    ids=["unknown-key", "out-of-range", "no-equals", "unknown-method", "zero-epochs", "no-layer"],
 )
 def test_prune_bad_input_is_one_line_and_exit_2(tmp_path, arguments, words):
     out = tmp_path / "run"
@@ -103,6 +107,8 @@ def test_prune_bad_input_is_one_line_and_exit_2(tmp_path, arguments, words):
         *arguments,
         "--out",
         str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
         cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
@@ -111,6 +117,7 @@ def test_prune_bad_input_is_one_line_and_exit_2(tmp_path, arguments, words):
     for word in words:
         assert word in lines[0]
     assert not out.exists()
+    assert not (tmp_path / "cache").exists()  # refused before any dense training
 
 
 def test_structured_pruning_exports_a_physically_smaller_model(tmp_path):

@@ -58,6 +58,10 @@ class PruningMethod(TrainingHooks, ABC):
     def schedule(self) -> Schedule:
         """The schedule that drives this method's rounds."""
 
+    def check_layers(self, weight_names: list[str]) -> None:
+        """One-line ValueError if a per-layer knob names no prunable weight of this model; called
+        before the dense stage, so that a typo costs no training."""
+
     def attach(self, model: nn.Module, masks: MaskSet) -> None:
         """Called once before any optimiser is built."""
 

@@ -64,7 +64,12 @@ from torch.nn.utils import parametrize
 
 from sparsetune.config import TrainConfig
 from sparsetune.pruning.base import MethodConfig, PruningMethod
-from sparsetune.pruning.masking import MaskSet, WeightMask, find_parametrizations
+from sparsetune.pruning.masking import (
+    MaskSet,
+    WeightMask,
+    check_layer_names,
+    find_parametrizations,
+)
 from sparsetune.pruning.schedule import RoundInfo, TrainThenPrune
 
 if TYPE_CHECKING:
@@ -224,6 +229,9 @@ class L0Regularization(PruningMethod):
             }
         )
 
+    def check_layers(self, weight_names: list[str]) -> None:
+        check_layer_names("layer_lambda_scales", self.config.layer_lambda_scales, weight_names)
+
     def attach(self, model: nn.Module, masks: MaskSet) -> None:
         """Register a gate after each weight's mask; log_alpha = log(1 - d) - log d + N(0, 0.01)."""
         if find_gates(model):
@@ -231,13 +239,6 @@ class L0Regularization(PruningMethod):
         config = self.config
         names = list(masks)
         modules = {name: model.get_submodule(name.rpartition(".")[0]) for name in names}
-        layer_names = [name.rpartition(".")[0] for name in names]
-        unknown = sorted(set(config.layer_lambda_scales) - set(layer_names))
-        if unknown:
-            raise ValueError(
-                f"layer_lambda_scales: unknown layer(s) {', '.join(unknown)}; "
-                f"this model's prunable layers are {', '.join(layer_names)}"
-            )
         # The official MLP starts its input layer with more gates open (d = 0.2, models.py).
         is_mlp = all(isinstance(module, nn.Linear) for module in modules.values())
         for index, name in enumerate(names):

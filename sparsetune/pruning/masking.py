@@ -12,7 +12,7 @@ Rules every method relies on:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -42,6 +42,22 @@ def prunable_parameters(model: nn.Module) -> list[str]:
 def _split(name: str) -> tuple[str, str]:
     module_name, _, tensor_name = name.rpartition(".")
     return module_name, tensor_name
+
+
+class UnknownLayer(ValueError):
+    """A per-layer knob names a layer the model does not have (or does not prune)."""
+
+
+def check_layer_names(knob: str, given: Iterable[str], weight_names: Iterable[str]) -> None:
+    """One-line ValueError if a per-layer knob names a layer that is not prunable here.
+    Per-layer knobs are keyed by module name ("fc1"), the weight names without ".weight"."""
+    layers = [name.rpartition(".")[0] for name in weight_names]
+    unknown = sorted(set(given) - set(layers))
+    if unknown:
+        raise UnknownLayer(
+            f"{knob}: unknown layer(s) {', '.join(unknown)}; "
+            f"this model's prunable layers are {', '.join(layers)}"
+        )
 
 
 class MaskSet(Mapping[str, torch.Tensor]):

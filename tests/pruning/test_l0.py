@@ -27,7 +27,7 @@ from sparsetune.pruning.l0 import (
     probability_nonzero,
     sample_gate,
 )
-from sparsetune.pruning.masking import attach_masks
+from sparsetune.pruning.masking import attach_masks, prunable_parameters
 from sparsetune.pruning.schedule import RoundInfo
 from sparsetune.pruning.shrink import SelectFeatures, shrink
 from sparsetune.train.loop import evaluate, fit
@@ -181,8 +181,9 @@ def test_lambda_per_layer_combines_the_conv_fc_and_named_scales():
     assert lambdas == pytest.approx(
         {"conv1.weight": 0.6, "conv2.weight": 6.0, "fc1.weight": 0.1, "fc2.weight": 0.0}
     )
-    with pytest.raises(ValueError, match="layer_lambda_scales.*fc9"):
-        gated(LeNet300(), layer_lambda_scales={"fc9": 2.0})
+    method = L0Regularization(L0Config(layer_lambda_scales={"fc9": 2.0}))
+    with pytest.raises(ValueError, match="layer_lambda_scales: unknown layer.*fc9"):
+        method.check_layers(prunable_parameters(LeNet300()))
 
 
 def test_neuron_gates_act_on_whole_fc_columns_and_conv_channels():

@@ -11,7 +11,7 @@ from torch import nn
 
 from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.pruning.magnitude import MagnitudeConfig, MagnitudePruning
-from sparsetune.pruning.masking import attach_masks
+from sparsetune.pruning.masking import attach_masks, prunable_parameters
 from sparsetune.pruning.schedule import IterativePruning, RoundInfo
 from sparsetune.pruning.scoring import sparsity_schedule
 from sparsetune.trial import run_trial
@@ -132,6 +132,43 @@ def test_c_conv_applies_to_conv_weights_and_c_fc_to_fc_weights():
     assert kept["fc.weight"] == [[0, 1, 1], [1, 1, 1]]
     # the output layer is an fc layer: {0.01, 1, 1, 0.02}, std 0.5687, threshold 0.171
     assert kept["out.weight"] == [[0, 1], [1, 0]]
+
+
+def test_layer_c_gives_one_layer_its_own_c_and_the_rest_keep_theirs():
+    model, masks = tiny()
+    # fc keeps C = 0.8 (threshold 3.385); the output layer gets C = 1.5: 0.5687 * 1.5 = 0.853,
+    # so both 1.0s stay (at c_fc = 0.8 too); C = 1.8 cuts at 1.024 and only the conv survives.
+    kept = prune(model, masks, c_conv=0.3, c_fc=0.8, layer_c={"out": 1.5})
+    assert kept["fc.weight"] == [[0, 0, 0], [1, 1, 1]]
+    assert kept["out.weight"] == [[0, 1], [1, 0]]
+    model, masks = tiny()
+    kept = prune(model, masks, c_conv=0.3, c_fc=0.8, layer_c={"out": 1.8, "conv": 0.8})
+    assert kept["out.weight"] == [[0, 0], [0, 0]]
+    assert kept["conv.weight"] == [[[[0, 1, 0]]]]  # 0.8 * 1.3429 = 1.074, not c_conv's 0.403
+    assert kept["fc.weight"] == [[0, 0, 0], [1, 1, 1]]
+
+
+def test_layer_sparsity_sets_each_layers_final_target_over_the_rounds():
+    model, masks = tiny()
+    params = {"criterion": "layerwise", "sparsity": 0.5, "layer_sparsity": {"fc": 5 / 6}}
+    # Round 1 of 2: fc at 1 - (1/6)^(1/2) = 0.592 -> keep round(0.408 * 6) = 2 (-6, 5);
+    # the others at 1 - 0.5^(1/2) = 0.293 -> conv keeps 2 of 3, out keeps 3 of 4.
+    kept = prune(model, masks, RoundInfo(1, 2, 0.293), **params)
+    assert kept["fc.weight"] == [[0, 0, 0], [0, 1, 1]]
+    assert sum(map(sum, kept["out.weight"])) == 3
+    kept = prune(model, masks, RoundInfo(2, 2, 0.5), **params)
+    assert kept["fc.weight"] == [[0, 0, 0], [0, 0, 1]]  # 1 of 6 at 5/6
+    assert sum(map(sum, kept["out.weight"])) == 2  # 2 of 4 at 0.5
+    assert kept["conv.weight"] == [[[[0, 1, 1]]]]  # round(0.5 * 3) = 2: -2.0 and 0.5
+
+
+@pytest.mark.parametrize("knob", ["layer_c", "layer_sparsity"])
+def test_a_per_layer_knob_naming_no_layer_is_rejected_with_the_layers_listed(knob):
+    method = MagnitudePruning(MagnitudeConfig(**{knob: {"fc9": 0.5}}))
+    with pytest.raises(ValueError, match=rf"^{knob}: unknown layer\(s\) fc9; .* conv, fc, out$"):
+        method.check_layers(prunable_parameters(Tiny()))
+    known = MagnitudePruning(MagnitudeConfig(**{knob: {"fc": 0.5}}))
+    known.check_layers(prunable_parameters(Tiny()))  # a layer it has: no error
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.75, 0.9])
