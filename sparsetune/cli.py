@@ -45,7 +45,29 @@ DATASET_HELP = "mnist, fashion-mnist, cifar10, cifar100 or synthetic"
 @app.command()
 def search(
     model: Annotated[str, typer.Option(help=MODEL_HELP)],
-    objective: Annotated[str, typer.Option(help="what to maximise: pareto")] = "pareto",
+    objective: Annotated[
+        str,
+        typer.Option(help="pareto, pareto-flops, pareto3, max-acc or max-compression"),
+    ] = "pareto",
+    min_compression: Annotated[
+        float | None, typer.Option(help="max-acc: the least compression X (e.g. 10)")
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(help="max-compression: most accuracy points below the dense model (e.g. 1)"),
+    ] = None,
+    sampler: Annotated[
+        str, typer.Option(help="auto, tpe, nsga2, gp, random or qmc (docs/search.md)")
+    ] = "auto",
+    early_stop: Annotated[
+        str, typer.Option(help="auto (asha for one objective, else off), asha, dominance, off")
+    ] = "auto",
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="end the sweep after M minutes (running rounds finish)")
+    ] = None,
+    enqueue: Annotated[
+        str | None, typer.Option(help="YAML of configurations to try first, or 'paper'")
+    ] = None,
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "fashion-mnist",
     data_dir: Annotated[
         Path | None,
@@ -92,6 +114,12 @@ def search(
     given = {
         "model": model,
         "objective": objective,
+        "min_compression": min_compression,
+        "max_drop": max_drop,
+        "sampler": sampler,
+        "early_stop": early_stop,
+        "budget_minutes": budget_minutes,
+        "enqueue": enqueue,
         "dataset": dataset,
         "data_dir": data_dir,
         "subset": subset,
@@ -113,6 +141,7 @@ def search(
     sweep = _validated(SweepConfig, {k: v for k, v in given.items() if v is not None})
     space_model = _checked_space(sweep)
     _check_writable(sweep.sweep_dir, "--out")
+    enqueued = _checked_enqueue(sweep, space_model)
     splits = _checked_data(sweep)
     _checked_device(sweep.device)
 
@@ -128,12 +157,28 @@ def search(
         dense = prepare_dense(sweep, space_model, splits, progress)
     except TrainingDiverged as error:
         raise BadInput(f"the dense stage diverged ({error}); lower train.lr in the space") from None
-    outcome = run_sweep(sweep, space_model, dense, progress)
+    outcome = run_sweep(
+        sweep, space_model, dense, progress, num_classes=splits.num_classes, enqueued=enqueued
+    )
 
     from sparsetune.report.tables import pareto_table
 
     console = Console(width=width)
-    console.print(pareto_table(outcome.front, title=f"Pareto front: {sweep.experiment_name}"))
+    objective = outcome.objective
+    title = f"Pareto front: {sweep.experiment_name}"
+    if not objective.is_multi:
+        bound = f", {objective.bound.description}" if objective.bound else ""
+        title = f"Best ticket ({objective.metrics[0]}{bound}): {sweep.experiment_name}"
+    console.print(pareto_table(outcome.front, title=title))
+    if objective.is_multi:
+        from sparsetune.search.hypervolume import describe_axes
+
+        console.print(
+            f"hypervolume {outcome.hypervolume:.4f} ({describe_axes(objective.metrics)})",
+            highlight=False,
+        )
+    if outcome.budget_spent:
+        console.print(f"--budget-minutes {sweep.budget_minutes:g} spent: the sweep ended early")
     console.print(
         f"{len(outcome.front)} front points, {len(outcome.failures)} failed trials\n"
         f"results: {outcome.sweep_dir / 'pareto.json'}, {outcome.sweep_dir / 'trials.csv'}\n"
@@ -332,8 +377,28 @@ def _validated(model_class, values: dict):
     try:
         return model_class.model_validate(values)
     except ValidationError as error:
-        field, colon, problem = describe_validation_error(error).partition(":")
+        message = describe_validation_error(error)
+        if message.startswith("--"):  # a check across options names its options itself
+            raise BadInput(message) from None
+        field, colon, problem = message.partition(":")
         raise BadInput(f"--{field.replace('_', '-')}{colon}{problem}") from None
+
+
+def _checked_enqueue(sweep, space) -> list[dict] | None:
+    if sweep.enqueue is None:
+        return None
+    from sparsetune.search.enqueue import enqueue_path, load_points
+
+    try:
+        loaded = load_points(enqueue_path(sweep.enqueue), space, sweep.model)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    if loaded.skipped:
+        print(
+            f"--enqueue: skipped {len(loaded.skipped)}: {'; '.join(loaded.skipped)}",
+            file=sys.stderr,
+        )
+    return loaded.points
 
 
 def _checked_space(sweep):

@@ -223,6 +223,14 @@ class SweepConfig(Frozen):
     model: ModelName
     dataset: DatasetName
     objective: ObjectiveName = "pareto"
+    min_compression: float | None = Field(None, ge=1, description="max-acc: the least compression")
+    max_drop: float | None = Field(
+        None, ge=0, le=100, description="max-compression: most accuracy points below dense"
+    )
+    sampler: str = "auto"
+    early_stop: str = "auto"
+    budget_minutes: float | None = Field(None, gt=0, description="end the sweep after this long")
+    enqueue: str | None = Field(None, min_length=1, description="points to try first, or 'paper'")
     trials: int = Field(8, ge=1)
     max_concurrent: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
@@ -239,6 +247,23 @@ class SweepConfig(Frozen):
     seed: int = 0
     device: Device = "auto"
     address: str | None = None
+
+    @model_validator(mode="after")
+    def _options_fit_the_objective(self) -> SweepConfig:
+        from sparsetune.search.choices import check_sampler, resolve_early_stop
+        from sparsetune.search.objectives import REQUIRED_OPTION, get_objective
+
+        for option in ("min_compression", "max_drop"):
+            needed_by = [name for name, needs in REQUIRED_OPTION.items() if needs == option]
+            flag = "--" + option.replace("_", "-")
+            if getattr(self, option) is not None and self.objective not in needed_by:
+                raise ValueError(f"{flag} applies to --objective {needed_by[0]} only")
+            if getattr(self, option) is None and self.objective in needed_by:
+                example = "10" if option == "min_compression" else "1"
+                raise ValueError(f"--objective {self.objective} needs {flag} (e.g. {example})")
+        check_sampler(self.sampler)
+        resolve_early_stop(self.early_stop, get_objective(self.objective))
+        return self
 
     def data_config(self) -> DataConfig:
         return DataConfig(

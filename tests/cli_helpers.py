@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -22,3 +23,58 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         text=True,
         timeout=timeout,
     )
+
+
+# A sweep as the e2e tests run it: two trials at a time, seeded.
+SWEEP_COMMON = [*SYNTHETIC_RUN, "--max-concurrent", "2", "--seed", "0"]
+
+
+def run_sweep_cli(
+    tmp_path: Path,
+    space: str,
+    trials: int,
+    experiment: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+):
+    """`sparsetune search` over the space text `space`; asserts success, returns (result, out)."""
+    (tmp_path / "space.yaml").write_text(space)
+    out = tmp_path / "sweep"
+    result = run_cli(
+        "search",
+        *SWEEP_COMMON,
+        "--trials",
+        str(trials),
+        "--space",
+        str(tmp_path / "space.yaml"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--experiment",
+        experiment,
+        *extra,
+        cwd=tmp_path,
+        env=env,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, out
+
+
+def sweep_runs(out: Path, experiment: str):
+    """(client, parent runs, child runs) of the sweep's MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def sweep_rows(out: Path) -> list[dict]:
+    with (out / "trials.csv").open() as handle:
+        return list(csv.DictReader(handle))

@@ -17,6 +17,9 @@ BAD_SPACES = {
     "unknown_method.yaml": "methods:\n  prune_all: {}\n",
     "unknown_param.yaml": "methods:\n  magnitude:\n    c_xyz: 1.0\n",
     "empty_range.yaml": "methods:\n  magnitude:\n    rounds: {low: 5, high: 2}\n",
+    "points_out_of_range.yaml": "- method: magnitude\n  params: {c_fc: 9.0}\n",
+    "points_unknown_param.yaml": "- method: snip\n  params: {sparsity: 0.9, c_fc: 1.0}\n",
+    "points_not_a_list.yaml": "method: magnitude\n",
 }
 
 CASES = [
@@ -65,6 +68,42 @@ CASES = [
     ("out-under-a-file", ["--out", "{tmp}/a-file/sweep"], ["--out", "a-file", "not a folder"]),
     ("out-unwritable", ["--out", "/proc/sparsetune-sweep"], ["--out", "cannot write"]),
     ("unknown-option", ["--bogus"], ["--bogus", "--help"]),
+    (
+        "max-acc-without-bound",
+        ["--objective", "max-acc"],
+        ["--objective max-acc needs --min-compression"],
+    ),
+    (
+        "max-compression-without-drop",
+        ["--objective", "max-compression"],
+        ["--objective max-compression needs --max-drop"],
+    ),
+    (
+        "bound-for-pareto",
+        ["--min-compression", "10"],
+        ["--min-compression applies to --objective max-acc only"],
+    ),
+    ("bound-below-1x", ["--objective", "max-acc", "--min-compression", "0.5"], ["min-compression"]),
+    ("unknown-sampler", ["--sampler", "cmaes"], ["--sampler", "cmaes", "tpe, nsga2, gp"]),
+    ("asha-on-pareto", ["--early-stop", "asha"], ["--early-stop asha", "dominance or off"]),
+    (
+        "dominance-on-one-objective",
+        ["--objective", "max-acc", "--min-compression", "5", "--early-stop", "dominance"],
+        ["--early-stop dominance is for Pareto objectives", "asha"],
+    ),
+    ("zero-budget", ["--budget-minutes", "0"], ["--budget-minutes", "greater than 0"]),
+    ("missing-points", ["--enqueue", "{spaces}/nowhere.yaml"], ["--enqueue", "no such file"]),
+    (
+        "point-out-of-range",
+        ["--enqueue", "{spaces}/points_out_of_range.yaml"],
+        ["point 1", "magnitude.c_fc=9.0", "outside the space's [0.5, 2.5]"],
+    ),
+    (
+        "point-unknown-param",
+        ["--enqueue", "{spaces}/points_unknown_param.yaml"],
+        ["point 1", "snip has no parameter 'c_fc'"],
+    ),
+    ("points-not-a-list", ["--enqueue", "{spaces}/points_not_a_list.yaml"], ["a list of points"]),
 ]
 
 

@@ -28,6 +28,7 @@ FRONT_FIELDS = (
 ROW_FIELDS = (
     "trial_id",
     "status",
+    "feasible",
     "round",
     "method",
     "val_acc",

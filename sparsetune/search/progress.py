@@ -1,7 +1,9 @@
 """Collects every (trial, round) result on the driver and prints live progress.
 
 Ray's own reporter prints wide tables; a user walking away from a sweep wants one line: trials
-done, running, failed, and how big the front is now.
+done, running, failed, how big the front is now and its hypervolume. Each row is marked feasible
+or not under the objective's constraint; the front holds feasible rows only, and the hypervolume
+history gets one entry per finished trial.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console
 
+from sparsetune.search.hypervolume import hypervolume
 from sparsetune.search.objectives import Objective
 from sparsetune.search.pareto import pareto_front
 from sparsetune.search.space import params_from_flat
@@ -55,8 +58,11 @@ class SweepProgress(Callback):
         total: int,
         console: Console,
         key_params: dict[str, tuple[str, ...]],
+        num_classes: int,
     ):
         self.objective = objective
+        self.num_classes = num_classes
+        self.hypervolume_history: list[dict[str, float]] = []
         self.total = total
         self.console = console
         self.key_params = key_params
@@ -86,6 +92,7 @@ class SweepProgress(Callback):
         row |= {
             "trial_id": trial.trial_id,
             "status": "ok",
+            "feasible": self.objective.feasible(result),
             "method": method,
             "params": params,
             "key_params": {k: v for k, v in params.items() if k in self.key_params.get(method, ())},
@@ -96,6 +103,9 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
         self.done.add(trial.trial_id)
+        self.hypervolume_history.append(
+            {"trials_done": len(self.done), "hypervolume": self.hypervolume()}
+        )
         self._print()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -113,7 +123,11 @@ class SweepProgress(Callback):
 
     # -- views --------------------------------------------------------------------------
     def front(self) -> list[dict[str, Any]]:
-        return pareto_front(self.rows, self.objective.metrics, self.objective.modes)
+        feasible = [row for row in self.rows if row["feasible"]]
+        return pareto_front(feasible, self.objective.metrics, self.objective.modes)
+
+    def hypervolume(self) -> float:
+        return hypervolume(self.front(), self.objective.metrics, self.num_classes)
 
     def failure_rows(self) -> list[dict[str, Any]]:
         return [
@@ -131,6 +145,8 @@ class SweepProgress(Callback):
             f"trials: {len(self.done)} done, {len(self.running)} running, "
             f"{len(self.failures)} failed of {self.total} | front: {len(self.front())} points"
         )
+        if self.objective.is_multi:
+            line += f", hypervolume {self.hypervolume():.4f}"
         if line != self._last_line:
             self.console.print(line, highlight=False)
             self._last_line = line

@@ -19,7 +19,7 @@ import optuna
 import ray
 import torch
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import CombinedStopper, Stopper
 from rich.console import Console
 
 from sparsetune.config import SweepConfig, TrainConfig, TrialConfig
@@ -27,10 +27,13 @@ from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key, trial_hash
 from sparsetune.pruning import METHODS
 from sparsetune.report.results import write_pareto_json, write_trials_csv
-from sparsetune.search.objectives import get_objective
+from sparsetune.search.choices import resolve_early_stop, resolve_sampler
+from sparsetune.search.hypervolume import describe_axes
+from sparsetune.search.objectives import Objective, resolve_objective
 from sparsetune.search.progress import SweepProgress
 from sparsetune.search.samplers import make_sampler
 from sparsetune.search.space import SearchSpace
+from sparsetune.search.stopping import BudgetStopper, DominanceStopper, SweepSearch, asha
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
 from sparsetune.tracking import default_tracking_uri
 from sparsetune.train.dense_cache import CachedDense, DenseCache
@@ -45,6 +48,9 @@ class SweepOutcome:
     failures: dict[str, str]
     parent_run_id: str | None
     tracking_uri: str
+    objective: Objective
+    hypervolume: float
+    budget_spent: bool
 
 
 @dataclass(frozen=True)
@@ -104,12 +110,44 @@ def prepare_dense(
     return dense
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """How the sweep searches: the resolved objective, sampler and early stop (see choices.py)."""
+
+    objective: Objective
+    sampler: str
+    early_stop: str
+    deadline: float | None  # time.time() at which the budget is spent
+
+    @classmethod
+    def resolve(cls, sweep: SweepConfig, space: SearchSpace, dense: CachedDense) -> Strategy:
+        objective = resolve_objective(
+            sweep.objective,
+            min_compression=sweep.min_compression,
+            max_drop=sweep.max_drop,
+            dense_val_acc=dense.checkpoint.metrics["val_acc"],
+        )
+        sampler = resolve_sampler(
+            sweep.sampler, objective, conditional=space.is_conditional, trials=sweep.trials
+        )
+        budget = sweep.budget_minutes
+        deadline = time.time() + 60 * budget if budget is not None else None
+        return cls(objective, sampler, resolve_early_stop(sweep.early_stop, objective), deadline)
+
+
 def run_sweep(
-    sweep: SweepConfig, space: SearchSpace, dense: CachedDense, console: Console
+    sweep: SweepConfig,
+    space: SearchSpace,
+    dense: CachedDense,
+    console: Console,
+    *,
+    num_classes: int,
+    enqueued: list[dict[str, Any]] | None = None,
 ) -> SweepOutcome:
     """Run the trials over the prepared dense model; write and record the results."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
-    objective = get_objective(sweep.objective)
+    strategy = Strategy.resolve(sweep, space, dense)
+    objective = strategy.objective
     sweep_dir = sweep.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     sweep_id = time.strftime("%Y%m%d-%H%M%S")
@@ -126,6 +164,15 @@ def run_sweep(
     parent.log_params(
         {k: v for k, v in sweep.model_dump(mode="json").items() if v is not None}
         | {"space": space.source, "dense_key": dense.key, "dense_epochs": train.epochs}
+        | {"sampler_used": strategy.sampler, "early_stop_used": strategy.early_stop}
+        | ({"constraint": objective.bound.description} if objective.bound else {})
+    )
+    console.print(
+        f"objective {objective.name}"
+        + (f" ({objective.bound.description})" if objective.bound else "")
+        + f", sampler {strategy.sampler}, early stop {strategy.early_stop}"
+        + (f", {len(enqueued)} enqueued points first" if enqueued else ""),
+        highlight=False,
     )
 
     template = TrialTemplate(
@@ -142,16 +189,25 @@ def run_sweep(
         parent_run_id=parent.run_id,
     )
 
-    searcher = OptunaSearch(
+    multi = objective.is_multi
+    searcher = SweepSearch(
         space=DefineByRun(space, template),
-        metric=list(objective.metrics),
-        mode=list(objective.modes),
-        sampler=make_sampler(objective, trials=sweep.trials, seed=sweep.seed),
+        metric=list(objective.metrics) if multi else objective.metrics[0],
+        mode=list(objective.modes) if multi else objective.modes[0],
+        sampler=make_sampler(strategy.sampler, trials=sweep.trials, seed=sweep.seed),
         storage=optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}"),
         study_name=f"{sweep.experiment_name}-{sweep_id}",
+        points_to_evaluate=enqueued or None,
+        bound=objective.bound,
+        deadline=strategy.deadline,
     )
     key_params = {name: METHODS[name].key_params for name in space.method_names}
-    progress = SweepProgress(objective, sweep.trials, console, key_params)
+    progress = SweepProgress(objective, sweep.trials, console, key_params, num_classes)
+    stoppers: list[Stopper] = []
+    if strategy.deadline is not None:
+        stoppers.append(BudgetStopper(strategy.deadline))
+    if strategy.early_stop == "dominance":
+        stoppers.append(DominanceStopper(objective, num_classes))
     gpus = 1.0 if device.type == "cuda" else 0.0
     trainable = tune.with_resources(
         tune.with_parameters(sparsetune_trial, template=template),
@@ -164,6 +220,7 @@ def run_sweep(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                scheduler=asha(objective) if strategy.early_stop == "asha" else None,
                 num_samples=sweep.trials,
                 max_concurrent_trials=sweep.max_concurrent,
                 reuse_actors=True,
@@ -172,6 +229,7 @@ def run_sweep(
                 name=f"sweep-{sweep_id}",
                 storage_path=str(sweep_dir / "ray"),
                 callbacks=[progress],
+                stop=CombinedStopper(*stoppers) if stoppers else None,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             ),
@@ -181,7 +239,7 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
-        outcome = _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed)
+        outcome = _finish(sweep, sweep_dir, progress, store, parent, strategy, dense, failed)
     return outcome
 
 
@@ -203,7 +261,8 @@ def _start_ray(sweep: SweepConfig) -> bool:
     return True
 
 
-def _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed) -> SweepOutcome:
+def _finish(sweep, sweep_dir, progress, store, parent, strategy, dense, failed) -> SweepOutcome:
+    objective = strategy.objective
     front = progress.front()
     failure_rows = progress.failure_rows()
     if failure_rows:
@@ -216,7 +275,14 @@ def _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed)
             "name": objective.name,
             "metrics": objective.metrics,
             "modes": objective.modes,
+            "constraint": objective.bound.description if objective.bound else None,
         },
+        "sampler": strategy.sampler,
+        "early_stop": strategy.early_stop,
+        "budget_spent": strategy.deadline is not None and time.time() >= strategy.deadline,
+        "hypervolume": progress.hypervolume(),
+        "hypervolume_axes": describe_axes(objective.metrics),
+        "hypervolume_history": progress.hypervolume_history,
         "model": sweep.model,
         "dataset": sweep.dataset,
         "dense": {"key": dense.key, **dense.checkpoint.metrics},
@@ -224,6 +290,7 @@ def _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed)
             "requested": sweep.trials,
             "finished": len(progress.done),
             "failed": len(progress.failures),
+            "infeasible": len({r["trial_id"] for r in progress.rows if not r["feasible"]}),
         },
         "parent_run_id": parent.run_id,
     }
@@ -237,9 +304,19 @@ def _finish(sweep, sweep_dir, progress, store, parent, objective, dense, failed)
             "trials_failed": len(progress.failures),
         }
     )
+    for entry in progress.hypervolume_history:  # a curve in the MLflow UI: step = trials done
+        parent.log_metrics({"hypervolume": entry["hypervolume"]}, step=int(entry["trials_done"]))
     parent.set_tags({"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]})
     parent.log_files([sweep_dir / "pareto.json", sweep_dir / "trials.csv"])
     parent.finish(failed=failed)
     return SweepOutcome(
-        sweep_dir, front, rows, dict(progress.failures), parent.run_id, parent.client.tracking_uri
+        sweep_dir,
+        front,
+        rows,
+        dict(progress.failures),
+        parent.run_id,
+        parent.client.tracking_uri,
+        objective,
+        meta["hypervolume"],
+        meta["budget_spent"],
     )

@@ -3,7 +3,6 @@ in a real MLflow store, on synthetic data small enough for CI."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -18,8 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from cli_helpers import SYNTHETIC_RUN, run_cli
-from mlflow.tracking import MlflowClient
+from cli_helpers import run_sweep_cli, sweep_rows, sweep_runs
 from safetensors.torch import load_file
 
 from sparsetune.search.pareto import dominates
@@ -49,63 +47,14 @@ methods:
     retrain_lr_factor: {choices: [1.0, 0.001]}
 """
 
-COMMON = [*SYNTHETIC_RUN, "--max-concurrent", "2", "--seed", "0"]
-
-
-def _sweep(
-    tmp_path: Path,
-    space: str,
-    trials: int,
-    experiment: str,
-    *extra: str,
-    env: dict[str, str] | None = None,
-    timeout: float = 600,
-):
-    (tmp_path / "space.yaml").write_text(space)
-    out = tmp_path / "sweep"
-    result = run_cli(
-        "search",
-        *COMMON,
-        "--trials",
-        str(trials),
-        "--space",
-        str(tmp_path / "space.yaml"),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--experiment",
-        experiment,
-        *extra,
-        cwd=tmp_path,
-        env=env,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result, out
-
-
-def _runs(out: Path, experiment: str):
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
-
-
-def _rows(out: Path) -> list[dict]:
-    with (out / "trials.csv").open() as handle:
-        return list(csv.DictReader(handle))
-
 
 def test_four_trial_pareto_search_records_everything(tmp_path):
-    result, out = _sweep(tmp_path, SMALL_SPACE, trials=4, experiment="e2e")
+    result, out = run_sweep_cli(tmp_path, SMALL_SPACE, trials=4, experiment="e2e")
     assert "Pareto front" in result.stdout
     assert "4 done, 0 running, 0 failed of 4" in result.stderr
 
     # MLflow: one parent, four children linked to it, each with params, tags, metrics, ticket.
-    client, parents, children = _runs(out, "e2e")
+    client, parents, children = sweep_runs(out, "e2e")
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -113,7 +62,7 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
         "pareto.json",
         "trials.csv",
     }
-    rows = _rows(out)
+    rows = sweep_rows(out)
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["method"] in ("dense", "magnitude")
@@ -191,8 +140,8 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
-    result, out = _sweep(tmp_path, DIVERGING_SPACE, trials=4, experiment="nan")
-    rows = _rows(out)
+    result, out = run_sweep_cli(tmp_path, DIVERGING_SPACE, trials=4, experiment="nan")
+    rows = sweep_rows(out)
     failed = [r for r in rows if r["status"] == "failed"]
     finished = [r for r in rows if r["status"] == "ok"]
     assert failed and finished, rows
@@ -201,7 +150,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path)
         "failed: TrainingDiverged" in result.stderr or "training loss became nan" in result.stderr
     )
 
-    _, _, children = _runs(out, "nan")
+    _, _, children = sweep_runs(out, "nan")
     statuses = sorted(c.info.status for c in children)
     assert statuses.count("FAILED") == len(failed)
     assert statuses.count("FINISHED") == len({r["trial_id"] for r in finished})
@@ -253,7 +202,7 @@ def test_search_joins_an_existing_cluster_with_address(tmp_path):
     )
     try:
         address = f"127.0.0.1:{port}"
-        result, out = _sweep(
+        result, out = run_sweep_cli(
             tmp_path, SMALL_SPACE, 2, "cluster", "--address", address, env=token, timeout=300
         )
         assert "2 done, 0 running, 0 failed of 2" in result.stderr

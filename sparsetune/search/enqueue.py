@@ -1,0 +1,103 @@
+"""Configurations to try first (`--enqueue FILE`): a YAML list of points, each
+
+    - method: magnitude
+      params: {c_fc: 1.7, rounds: 3}
+      models: [lenet300, lenet5]    # optional: only for sweeps of these models
+      source: Han et al. 2015       # optional: a note for the reader
+
+A point gives values for the parameters the space samples; parameters it leaves out are sampled
+as usual. Points for another model are passed over; points for a method outside this sweep are
+skipped and named; a parameter the space does not sample, or a value outside its range, is bad input.
+`search_spaces/paper_points.yaml` holds the papers' settings in this form (`--enqueue paper`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparsetune.search.space import SPACES_DIR, ParamSpec, SearchSpace
+
+PAPER_POINTS = SPACES_DIR / "paper_points.yaml"
+
+
+@dataclass
+class Enqueued:
+    points: list[dict[str, Any]]  # flat Optuna parameters, in file order
+    skipped: list[str] = field(default_factory=list)  # methods of skipped points, with why
+
+
+def enqueue_path(value: str | Path) -> Path:
+    return PAPER_POINTS if str(value) == "paper" else Path(value).expanduser()
+
+
+def load_points(path: Path, space: SearchSpace, model: str) -> Enqueued:
+    """Read and check the points of `path` for a sweep of `model` over `space` (one-line
+    ValueError on a bad file or point)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--enqueue {path}: no such file; pass a YAML list of points") from None
+    except yaml.YAMLError:
+        raise ValueError(
+            f"--enqueue {path}: not valid YAML; check indentation and colons"
+        ) from None
+    if not isinstance(raw, list):
+        raise ValueError(
+            f"--enqueue {path}: expected a list of points (- method: ..., params: ...)"
+        )
+    result = Enqueued([])
+    for index, point in enumerate(raw, start=1):
+        where = f"--enqueue {path.name}: point {index}"
+        if not isinstance(point, dict) or "method" not in point:
+            raise ValueError(f"{where}: expected a mapping with `method` and `params`")
+        unknown = sorted(set(point) - {"method", "params", "models", "source"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        method = str(point["method"])
+        models = point.get("models")
+        if models is not None and model not in models:
+            continue  # another model's point: silently, as a shared file is meant to be read
+        if method not in space.methods:
+            result.skipped.append(f"{method} (not in this sweep)")
+            continue
+        result.points.append(_flat_point(where, space, method, point.get("params") or {}))
+    return result
+
+
+def _flat_point(where: str, space: SearchSpace, method: str, params: dict) -> dict[str, Any]:
+    specs = space.methods[method]
+    flat: dict[str, Any] = {"method": method} if len(space.methods) > 1 else {}
+    for name, value in params.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise ValueError(f"{where}: {method} has no parameter {name!r} in this space")
+        if spec.value is not None:
+            if value != spec.value:
+                raise ValueError(
+                    f"{where}: {method}.{name} is fixed at {spec.value!r} in this space, "
+                    f"not {value!r}; drop it from the point or widen the space"
+                )
+            continue
+        _check_in_spec(where, f"{method}.{name}", spec, value)
+        flat[f"{method}.{name}"] = value
+    return flat
+
+
+def _check_in_spec(where: str, name: str, spec: ParamSpec, value: Any) -> None:
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise ValueError(f"{where}: {name}={value!r} is not one of {spec.choices}")
+        return
+    assert spec.low is not None and spec.high is not None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {name}={value!r} is not a number")
+    if spec.integer and value != int(value):
+        raise ValueError(f"{where}: {name}={value} must be a whole number")
+    if not spec.low <= value <= spec.high:
+        raise ValueError(
+            f"{where}: {name}={value} is outside the space's [{spec.low}, {spec.high}]"
+        )

@@ -1,0 +1,117 @@
+"""When trials and sweeps stop early.
+
+- `SweepSearch`: Ray's OptunaSearch plus the objective's constraint (set on the Optuna trial
+  before it is told, so the sampler sees feasibility) and the time budget (no new trial once the
+  budget is spent).
+- `BudgetStopper`: once the budget is spent, each running trial stops at its next report, i.e.
+  after the pruning round it is in; the sweep then ends and reports its front.
+- `DominanceStopper` (Pareto objectives): stops a trial whose last `patience` rounds all lie
+  behind the current front by a margin. Off by default: whether it pays is measured in
+  benchmarks/search_efficiency.py (docs/search.md).
+- `asha`: Ray's ASHA over pruning rounds, for single-objective sweeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
+
+from sparsetune.search.hypervolume import axis_value
+from sparsetune.search.objectives import Bound, Objective
+
+
+class SweepSearch(OptunaSearch):
+    def __init__(self, *args, bound: Bound | None = None, deadline: float | None = None, **kw):
+        super().__init__(*args, **kw)
+        self._bound = bound
+        self._deadline = deadline
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self._deadline is not None and time.time() >= self._deadline:
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        trial = self._ot_trials.get(trial_id)
+        if self._bound and trial is not None and result and self._bound.metric in result:
+            trial.set_constraint(self._bound.metric, self._bound.violation(result))
+        super().on_trial_complete(trial_id, result, error)
+
+
+class BudgetStopper(Stopper):
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return time.time() >= self.deadline
+
+    def stop_all(self) -> bool:
+        # Not here: stopping all would cut running trials mid-round.
+        return False
+
+
+def oriented_point(result: Mapping[str, Any], metrics: Sequence[str], num_classes: int) -> tuple:
+    """The result on the hypervolume axes (larger is better on each)."""
+    return tuple(axis_value(m, float(result[m]), num_classes) for m in metrics)
+
+
+class DominanceStopper(Stopper):
+    """Stop a trial when each of its last `patience` rounds is beaten by some reported point of
+    another trial by at least `margin` on every axis (hypervolume axes: accuracy points above
+    chance, log10 compression, log10 FLOPs reduction)."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        num_classes: int,
+        *,
+        margins: Sequence[float] | None = None,
+        patience: int = 2,
+    ):
+        self.metrics = objective.metrics
+        self.num_classes = num_classes
+        # 1 accuracy point; 10% in compression or FLOPs (log10 1.1 = 0.041)
+        default = {"val_acc": 0.01, "compression": 0.041, "flops_ratio": 0.041}
+        self.margins = tuple(margins or [default[m] for m in self.metrics])
+        self.patience = patience
+        self.points: dict[str, list[tuple]] = defaultdict(list)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if any(result.get(m) is None for m in self.metrics):
+            return False
+        self.points[trial_id].append(oriented_point(result, self.metrics, self.num_classes))
+        recent = self.points[trial_id][-self.patience :]
+        if len(recent) < self.patience:
+            return False
+        others = [p for other, points in self.points.items() if other != trial_id for p in points]
+        return all(self._beaten(point, others) for point in recent)
+
+    def _beaten(self, point: tuple, others: list[tuple]) -> bool:
+        return any(
+            all(q >= p + m for q, p, m in zip(other, point, self.margins, strict=True))
+            for other in others
+        )
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def asha(objective: Objective) -> ASHAScheduler:
+    """ASHA over pruning rounds (each `tune.report` is one round), on the objective's metric."""
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=objective.metrics[0],
+        mode=objective.modes[0],
+        max_t=100,  # above any space's rounds: rungs at 1, 2, 4, ... rounds
+        grace_period=1,
+        reduction_factor=2,
+    )

@@ -1,0 +1,56 @@
+"""The stoppers' rules, by hand: the time budget and the dominance-based stop."""
+
+from __future__ import annotations
+
+import time
+
+from sparsetune.search.objectives import OBJECTIVES
+from sparsetune.search.stopping import BudgetStopper, DominanceStopper
+
+
+def result(acc: float, compression: float) -> dict:
+    return {"val_acc": acc, "compression": compression, "flops_ratio": 1 / compression}
+
+
+def test_the_budget_stops_each_trial_at_its_next_report_and_never_all_at_once():
+    spent = BudgetStopper(time.time() - 1)
+    assert spent("a", result(0.9, 2.0)) is True
+    assert spent.stop_all() is False  # running rounds are never cut
+    assert BudgetStopper(time.time() + 3600)("a", result(0.9, 2.0)) is False
+
+
+def test_dominance_stops_a_trial_whose_last_rounds_are_all_beaten_by_a_margin():
+    stopper = DominanceStopper(OBJECTIVES["pareto"], num_classes=10, patience=2)
+    assert not stopper("leader", result(0.95, 20.0))
+    # Beaten by 2+ points and far more compression, twice: stop after the second round.
+    assert not stopper("weak", result(0.90, 2.0))
+    assert stopper("weak", result(0.91, 4.0))
+
+
+def test_within_the_margin_or_ahead_on_one_axis_a_trial_goes_on():
+    stopper = DominanceStopper(OBJECTIVES["pareto"], num_classes=10, patience=2)
+    stopper("leader", result(0.95, 20.0))
+    # 0.5 points behind: inside the 1-point accuracy margin.
+    assert not stopper("close", result(0.945, 2.0))
+    assert not stopper("close", result(0.945, 4.0))
+    # Far behind on accuracy but more compressed than the leader: not dominated.
+    assert not stopper("sparse", result(0.50, 30.0))
+    assert not stopper("sparse", result(0.50, 40.0))
+
+
+def test_a_trial_is_not_stopped_by_its_own_points_or_before_patience_rounds():
+    stopper = DominanceStopper(OBJECTIVES["pareto"], num_classes=10, patience=2)
+    assert not stopper("alone", result(0.95, 20.0))
+    assert not stopper("alone", result(0.50, 2.0))  # beaten only by its own first round
+    stopper = DominanceStopper(OBJECTIVES["pareto"], num_classes=10, patience=3)
+    stopper("leader", result(0.99, 50.0))
+    assert not stopper("weak", result(0.5, 2.0))
+    assert not stopper("weak", result(0.5, 2.0))
+    assert stopper("weak", result(0.5, 2.0))
+
+
+def test_dominance_counts_flops_as_a_minimised_metric():
+    stopper = DominanceStopper(OBJECTIVES["pareto-flops"], num_classes=10, patience=1)
+    stopper("leader", {"val_acc": 0.95, "flops_ratio": 0.05})
+    assert stopper("weak", {"val_acc": 0.90, "flops_ratio": 0.5})
+    assert not stopper("lean", {"val_acc": 0.90, "flops_ratio": 0.01})
