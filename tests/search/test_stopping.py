@@ -54,3 +54,12 @@ def test_dominance_counts_flops_as_a_minimised_metric():
     stopper("leader", {"val_acc": 0.95, "flops_ratio": 0.05})
     assert stopper("weak", {"val_acc": 0.90, "flops_ratio": 0.5})
     assert not stopper("lean", {"val_acc": 0.90, "flops_ratio": 0.01})
+
+
+def test_asha_ranks_the_objectives_metric_over_pruning_rounds():
+    from sparsetune.search.stopping import asha
+
+    scheduler = asha(OBJECTIVES["max-compression"])
+    assert (scheduler._metric, scheduler._mode) == ("compression", "max")
+    assert scheduler._time_attr == "training_iteration"  # one report = one pruning round
+    assert asha(OBJECTIVES["max-acc"])._metric == "val_acc"
