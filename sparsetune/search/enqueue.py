@@ -7,7 +7,8 @@
 
 A point gives values for the parameters the space samples; parameters it leaves out are sampled
 as usual. Points for another model are passed over; points for a method outside this sweep are
-skipped and named; a parameter the space does not sample, or a value outside its range, is bad input.
+skipped and named; a parameter the space does not sample, or a value outside its range, is bad
+input.
 `search_spaces/paper_points.yaml` holds the papers' settings in this form (`--enqueue paper`).
 """
 
