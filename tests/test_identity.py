@@ -63,10 +63,13 @@ def test_the_defaults_left_out_of_the_hashes_are_pinned():
         "criterion": "std",
         "c_conv": 1.0,
         "c_fc": 1.0,
+        "layer_c": {},
         "sparsity": 0.9,
+        "layer_sparsity": {},
         "rounds": 3,
         "retrain_epochs": 2,
         "retrain_lr_factor": 0.1,
+        "retrain_schedule": "constant",
         "weight_decay": 0.0005,
         "prune_output_layer": True,
     }
