@@ -126,8 +126,9 @@ class SweepProgress(Callback):
         feasible = [row for row in self.rows if row["feasible"]]
         return pareto_front(feasible, self.objective.metrics, self.objective.modes)
 
-    def hypervolume(self) -> float:
-        return hypervolume(self.front(), self.objective.metrics, self.num_classes)
+    def hypervolume(self, front: list[dict[str, Any]] | None = None) -> float:
+        front = self.front() if front is None else front
+        return hypervolume(front, self.objective.metrics, self.num_classes)
 
     def failure_rows(self) -> list[dict[str, Any]]:
         return [
@@ -141,12 +142,13 @@ class SweepProgress(Callback):
         ]
 
     def _print(self) -> None:
+        front = self.front()  # once per event: every result comes through here
         line = (
             f"trials: {len(self.done)} done, {len(self.running)} running, "
-            f"{len(self.failures)} failed of {self.total} | front: {len(self.front())} points"
+            f"{len(self.failures)} failed of {self.total} | front: {len(front)} points"
         )
         if self.objective.is_multi:
-            line += f", hypervolume {self.hypervolume():.4f}"
+            line += f", hypervolume {self.hypervolume(front):.4f}"
         if line != self._last_line:
             self.console.print(line, highlight=False)
             self._last_line = line
