@@ -8,11 +8,14 @@ every reported round is a candidate for the Pareto front.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sparsetune.trial import TrialContext
@@ -159,16 +162,19 @@ class PruneDuringTraining(Schedule):
     round trains `epochs_per_round` epochs with the method's recipe and hooks (its regulariser),
     prunes by the method's criterion (never reviving), and checks validation accuracy.
 
-    A round within `tolerance` of the dense model's validation accuracy is reported. The first
-    round below it stops the run and is not kept: the model and masks go back to the last
-    reported round (the paper stops once accuracy worsens past the tolerance, keeping the last
-    acceptable net). If even round 1 falls below, the dense model is reported as round 0, so that
-    every trial reports a point. At most `rounds` rounds run.
+    A round within `tolerance` of the dense model's validation accuracy is reported. A round below
+    it is not reported, and `patience` such rounds in a row stop the run: the model and masks go
+    back to the last reported round (the paper stops once accuracy worsens past the tolerance,
+    keeping the last acceptable net; `patience` 1 is exactly that, more lets training recover from
+    a dip, as a fresh learning rate causes in the first rounds). If no round is within the
+    tolerance, the dense model is reported as round 0, so that every trial reports a point. At most
+    `rounds` rounds run, and a run that ends below the tolerance also goes back.
     """
 
     rounds: int
     epochs_per_round: int
     tolerance: float
+    patience: int = 1
 
     def run(self, trial: TrialContext) -> None:
         # Imported here: the loop imports the pruning base, which names this module for types.
@@ -177,20 +183,31 @@ class PruneDuringTraining(Schedule):
         floor = trial.dense.checkpoint.metrics["val_acc"] - self.tolerance
         # state_dict holds the masks as buffers, so one snapshot restores weights and masks.
         accepted = _snapshot(trial.model)
-        reported = False
+        reported, misses = False, 0
         for index in range(1, self.rounds + 1):
             trial.retrain(self.epochs_per_round)
             info = RoundInfo(index, self.rounds, None)
             trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
             val_acc, _ = loop.evaluate(trial.model, trial.splits.val)
+            log.info(
+                "round %d: val %.4f (floor %.4f), %.1fx",
+                index,
+                val_acc,
+                floor,
+                trial.masks.compression(),
+            )
             if val_acc < floor:
-                # In place (load_state_dict copies): weights and mask buffers return to the last
-                # accepted round. Restoring a reported state, not reviving weights.
-                trial.model.load_state_dict(accepted)
-                break
+                misses += 1
+                if misses >= self.patience:
+                    break
+                continue
             trial.report(index)
-            reported = True
+            reported, misses = True, 0
             accepted = _snapshot(trial.model)
+        if misses:
+            # In place (load_state_dict copies): weights and mask buffers return to the last
+            # accepted round. Restoring a reported state, not reviving weights.
+            trial.model.load_state_dict(accepted)
         if not reported:
             trial.report(0)
 

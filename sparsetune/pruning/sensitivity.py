@@ -29,6 +29,11 @@ class SensitivityConfig(MethodConfig):
     tolerance: float = Field(
         0.01, ge=0, le=1, description="largest allowed drop of val_acc below the dense model's"
     )
+    # 1 stops at the first round past the tolerance, as the paper does; more lets a run recover
+    # from an early dip (schedule.PruneDuringTraining).
+    patience: int = Field(
+        1, ge=1, le=10_000, description="rounds past the tolerance in a row that stop the run"
+    )
     output: Literal["softmax", "logits"] = "softmax"
     lr: float = Field(0.1, gt=0, le=10, description="SGD learning rate eta")
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -128,15 +133,16 @@ class SensitivityRegularization(PruningMethod):
       stage (the paper's two-step procedure: reach performance, then regularise and threshold).
       Each round trains `prune_every` epochs with the regulariser, then prunes |w| < T (absolute,
       the same for every layer, as in the paper). A round more than `tolerance` below the dense
-      model's validation accuracy ends the run and is neither reported nor kept; at most
-      `epochs // prune_every` rounds run.
+      model's validation accuracy is neither reported nor kept; `patience` such rounds in a row
+      (1, the paper's rule, by default) end the run at the last round within the tolerance; at
+      most `epochs // prune_every` rounds run.
     - Optimiser: plain SGD at a constant rate `lr`, no momentum by default (the update rule has
       none), no L2 (the sensitivity term replaces it) *(approx.: the paper's rates and epoch
       counts are not reproduced)*.
     """
 
     Config = SensitivityConfig
-    key_params = ("variant", "lmbda", "threshold", "epochs", "prune_every", "tolerance")
+    key_params = ("variant", "lmbda", "threshold", "epochs", "prune_every", "tolerance", "patience")
     config: SensitivityConfig
 
     def __init__(self, config: SensitivityConfig):
@@ -150,6 +156,7 @@ class SensitivityRegularization(PruningMethod):
             rounds=config.epochs // config.prune_every,
             epochs_per_round=config.prune_every,
             tolerance=config.tolerance,
+            patience=config.patience,
         )
 
     def retrain_recipe(self, dense: TrainConfig) -> TrainConfig:

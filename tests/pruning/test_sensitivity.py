@@ -235,9 +235,32 @@ def test_a_first_round_past_the_tolerance_reports_the_dense_model(monkeypatch):
     torch.testing.assert_close(trial.masks.stored_weight("weight").detach(), W)
 
 
+def test_patience_lets_a_run_recover_from_a_dip(monkeypatch):
+    trial = FakeTrial(dense_acc=0.90)
+    # floor 0.88: round 2 dips, round 3 recovers, rounds 4-5 stay below, patience 2 stops at 5
+    scripted_accuracy(monkeypatch, [0.89, 0.80, 0.885, 0.85, 0.86, 0.95])
+    PruneDuringTraining(rounds=6, epochs_per_round=1, tolerance=0.02, patience=2).run(trial)
+    assert trial.retrained == [1, 1, 1, 1, 1]
+    assert [index for index, _ in trial.reported] == [1, 3]
+    # back at round 3: three weights pruned, survivors moved by three retrainings
+    assert trial.masks["weight"].int().flatten().tolist() == [0, 0, 0, 1, 1, 1]
+    expected = (W + 3) * torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(trial.masks.stored_weight("weight").detach(), expected)
+
+
+def test_a_run_that_ends_below_the_tolerance_goes_back_to_its_last_reported_round(monkeypatch):
+    trial = FakeTrial(dense_acc=0.90)
+    scripted_accuracy(monkeypatch, [0.90, 0.70])  # the last round is past the floor
+    PruneDuringTraining(rounds=2, epochs_per_round=1, tolerance=0.02, patience=5).run(trial)
+    assert [index for index, _ in trial.reported] == [1]
+    assert trial.masks["weight"].int().flatten().tolist() == [0, 1, 1, 1, 1, 1]
+
+
 def test_schedule_and_recipe_follow_the_config():
-    m = method(epochs=7, prune_every=3, tolerance=0.05, lr=0.02, momentum=0.5)
-    assert m.schedule() == PruneDuringTraining(rounds=2, epochs_per_round=3, tolerance=0.05)
+    m = method(epochs=7, prune_every=3, tolerance=0.05, lr=0.02, momentum=0.5, patience=4)
+    assert m.schedule() == PruneDuringTraining(
+        rounds=2, epochs_per_round=3, tolerance=0.05, patience=4
+    )
     dense = TrainConfig(optimizer="adam", lr=0.3, weight_decay=1e-3, schedule="cosine")
     recipe = m.retrain_recipe(dense)
     assert (recipe.optimizer, recipe.lr, recipe.momentum) == ("sgd", 0.02, 0.5)
@@ -288,6 +311,7 @@ def test_the_regulariser_prunes_more_than_thresholding_alone(tmp_path, small_dat
         ({"prune_every": 0}, "prune_every"),
         ({"epochs": 2, "prune_every": 3}, "prune_every"),
         ({"tolerance": -0.1}, "tolerance"),
+        ({"patience": 0}, "patience"),
         ({"variant": "both"}, "variant"),
         ({"output": "probits"}, "output"),
         ({"momentum": 1.0}, "momentum"),
