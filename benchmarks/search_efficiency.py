@@ -4,14 +4,14 @@
     .venv/bin/python benchmarks/search_efficiency.py            # a table on stdout
     .venv/bin/python benchmarks/search_efficiency.py --json     # one JSON object on stdout
 
-1. The table: `--points` configurations drawn from `search_spaces/lenet300.yaml` (the same number
-   for each method, seeded) are trained for real on a Fashion-MNIST subset with short budgets, and
-   every pruning round they report is stored in `--table` (JSON). A rerun trains only what is
-   missing, so the table is built once.
+1. The table: every combination of the values that `--grid` (YAML, per method and knob; default
+   search_efficiency_grid.yaml) gives the knobs of `search_spaces/lenet300.yaml` is trained for
+   real on a Fashion-MNIST subset with short budgets, and every pruning round it reports is stored
+   in `--table` (JSON). A rerun trains only what is missing, so the table is built once.
 2. The replay: each sampler runs `--seeds` times against the table. Its proposals come from the
-   real space through the sweep's own define-by-run code; a proposal is answered with the stored
-   rounds of the nearest table point of the same method (numeric knobs normalised to [0, 1], on a
-   log scale where the space is, plus 1 per differing choice). As in a sweep, Optuna is told the
+   real space through the sweep's own define-by-run code; a proposal is snapped to the nearest grid
+   point, knob by knob (on a log scale where the space is; a choice the grid lacks snaps to its
+   first value), and answered with that point's stored rounds. As in a sweep, Optuna is told the
    last round, and the front and hypervolume (`sparsetune.search.hypervolume`) cover every round.
 3. Printed: the median hypervolume after K and 2K trials per sampler, and the dominance-based
    stop replayed on the same table (rounds saved against hypervolume lost).
@@ -23,6 +23,7 @@ of random search after 48: `ratio` = hv_auto_24 / hv_random_48 >= 1.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 
 from sparsetune.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, DataConfig, TrialConfig
 from sparsetune.identity import trial_hash
@@ -46,21 +48,74 @@ from sparsetune.trial import run_trial
 OBJECTIVE = OBJECTIVES["pareto"]
 NUM_CLASSES = 10
 ROUND_METRICS = ("val_acc", "compression", "flops_ratio")
+GRID_FILE = "search_efficiency_grid.yaml"
 
 
-# -- the table ------------------------------------------------------------------------------
-def draw_points(space: SearchSpace, count: int, seed: int) -> list[dict[str, Any]]:
-    """`count` flat configurations, the same number per method, from seeded random sampling."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    per_method = math.ceil(count / len(space.methods))
-    points: list[dict[str, Any]] = []
-    for method in space.method_names:
-        single = space.model_copy(update={"methods": {method: space.methods[method]}})
-        for _ in range(per_method):
-            trial = study.ask()
-            points.append(single.sample(trial))
-            study.tell(trial, 0.0)
-    return points
+# -- the grid -------------------------------------------------------------------------------
+class Grid:
+    """Values per knob of the space (`--grid`, YAML), every combination a table point, and the
+    snapping of any proposal from the real space onto its nearest grid point."""
+
+    def __init__(self, values: dict[str, dict[str, list[Any]]], space: SearchSpace):
+        self.space = space
+        self.values: dict[str, dict[str, list[Any]]] = {}
+        for method, specs in space.methods.items():
+            given = values.get(method)
+            if given is None:
+                raise ValueError(f"grid: no entry for method {method!r} of the space")
+            unknown = set(given) - set(specs)
+            if unknown:
+                raise ValueError(f"grid: {method} has no knob {sorted(unknown)} in the space")
+            self.values[method] = {}
+            for param, spec in specs.items():
+                if spec.value is not None:
+                    self.values[method][param] = [spec.value]
+                elif param in given:
+                    self.values[method][param] = list(given[param])
+                else:
+                    raise ValueError(f"grid: {method}.{param} is searched but has no grid values")
+
+    @classmethod
+    def load(cls, path: Path, space: SearchSpace) -> Grid:
+        return cls(yaml.safe_load(path.read_text()) or {}, space)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination, as the flat configs `SearchSpace.sample` gives, without repeats."""
+        points: dict[str, dict[str, Any]] = {}
+        for method, knobs in self.values.items():
+            for combination in itertools.product(*knobs.values()):
+                flat = self._flat(method, dict(zip(knobs, combination, strict=True)))
+                points.setdefault(key_of(flat), flat)
+        return list(points.values())
+
+    def snap(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        """The grid point nearest to `proposal`, knob by knob."""
+        method = proposal["method"]
+        specs = self.space.methods[method]
+        values = {}
+        for param, options in self.values[method].items():
+            wanted = proposal.get(f"{method}.{param}", options[0])
+            values[param] = _nearest(wanted, options, specs[param])
+        return self._flat(method, values)
+
+    def _flat(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
+        specs = self.space.methods[method]
+        chosen: dict[str, Any] = {}
+        for param, value in values.items():
+            if specs[param].applies(chosen):
+                chosen[param] = value
+        return {"method": method, **{f"{method}.{param}": v for param, v in chosen.items()}}
+
+
+def _nearest(wanted: Any, options: list[Any], spec) -> Any:
+    if spec.choices is not None or spec.value is not None:
+        return wanted if wanted in options else options[0]
+    scale = math.log if spec.log else float
+    return min(options, key=lambda option: abs(scale(option) - scale(wanted)))
+
+
+def key_of(flat: dict[str, Any]) -> str:
+    return json.dumps(flat, sort_keys=True)
 
 
 def trial_config(flat: dict[str, Any], space: SearchSpace, data: DataConfig, epochs: int):
@@ -69,20 +124,21 @@ def trial_config(flat: dict[str, Any], space: SearchSpace, data: DataConfig, epo
     return TrialConfig(model="lenet300", data=data, train=train, method=method, params=params)
 
 
-def build_table(args: argparse.Namespace, space: SearchSpace) -> list[dict[str, Any]]:
+def build_table(args: argparse.Namespace, grid: Grid) -> dict[str, list[dict[str, Any]]]:
+    """Rounds per grid point (by `key_of`), training the points the table file lacks."""
     table: dict[str, dict[str, Any]] = {}
     if args.table.exists():
         table = {entry["hash"]: entry for entry in json.loads(args.table.read_text())}
     data = DataConfig(
         name="fashion-mnist", data_dir=args.data_dir, subset=args.subset, val_size=args.val_size
     )
-    points = draw_points(space, args.points, seed=0)
-    hashes = [trial_hash(trial_config(p, space, data, args.epochs)) for p in points]
+    points = grid.points()
+    hashes = [trial_hash(trial_config(p, grid.space, data, args.epochs)) for p in points]
     missing = [p for p, key in zip(points, hashes, strict=True) if key not in table]
-    log(f"table: {len(points)} points, {len(missing)} to train, the rest stored in {args.table}")
+    log(f"table: {len(points)} grid points, {len(missing)} to train, the rest in {args.table}")
     started = time.monotonic()
     for index, flat in enumerate(missing, start=1):
-        config = trial_config(flat, space, data, args.epochs)
+        config = trial_config(flat, grid.space, data, args.epochs)
         try:
             rounds = [
                 {k: getattr(r, k) for k in ("round", *ROUND_METRICS)}
@@ -95,40 +151,20 @@ def build_table(args: argparse.Namespace, space: SearchSpace) -> list[dict[str, 
         if index % 10 == 0 or index == len(missing):
             args.table.write_text(json.dumps(list(table.values()), indent=1))
             log(f"  {index}/{len(missing)} trained ({time.monotonic() - started:.0f} s)")
-    return [table[key] for key in hashes]
+    return {key_of(p): table[h]["rounds"] for p, h in zip(points, hashes, strict=True)}
 
 
 # -- the replay -----------------------------------------------------------------------------
 class Table:
-    def __init__(self, entries: list[dict[str, Any]], space: SearchSpace):
-        self.space = space
-        self.by_method: dict[str, list[dict[str, Any]]] = {}
-        for entry in entries:
-            self.by_method.setdefault(entry["flat"]["method"], []).append(entry)
+    """The grid's stored rounds, answering any proposal of the real space."""
 
-    def nearest(self, flat: dict[str, Any]) -> dict[str, Any]:
-        method = flat["method"]
-        specs = self.space.methods[method]
-        return min(self.by_method[method], key=lambda e: self._distance(flat, e["flat"], specs))
+    def __init__(self, rounds: dict[str, list[dict[str, Any]]], grid: Grid):
+        self.rounds = rounds
+        self.grid = grid
+        self.space = grid.space
 
-    @staticmethod
-    def _distance(a: dict[str, Any], b: dict[str, Any], specs) -> float:
-        distance = 0.0
-        for key in set(a) | set(b):
-            if key == "method":
-                continue
-            if key not in a or key not in b:
-                distance += 1.0
-                continue
-            spec = specs[key.split(".", 1)[1]]
-            if spec.choices is not None or spec.value is not None:
-                distance += float(a[key] != b[key])
-                continue
-            scale = math.log if spec.log else float
-            low, high = scale(spec.low), scale(spec.high)
-            span = (high - low) or 1.0
-            distance += abs(scale(a[key]) - scale(b[key])) / span
-        return distance
+    def answer(self, proposal: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.rounds[key_of(self.grid.snap(proposal))]
 
 
 def replay(
@@ -146,7 +182,7 @@ def replay(
     curve, rounds_trained = [], 0
     for number in range(trials):
         trial = study.ask()
-        rounds = table.nearest(table.space.sample(trial))["rounds"]
+        rounds = table.answer(table.space.sample(trial))
         observed = []
         for result in rounds:
             observed.append(result)
@@ -168,17 +204,17 @@ def log(message: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=200, help="table size (default 200)")
+    parser.add_argument("--grid", type=Path, default=Path(__file__).with_name(GRID_FILE))
     # 8,000 examples x the space's 8 dense epochs = 504 steps of 128: lottery's rewind points
     # (100, 500) exist in the dense stage.
     parser.add_argument("--subset", type=int, default=8000, help="Fashion-MNIST training examples")
     parser.add_argument("--val-size", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=8, help="dense epochs (the space's: 8)")
     parser.add_argument("--k", type=int, default=24, help="trials K; also reported at 2K")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--samplers", default="auto,random,nsga2,qmc", help="auto is TPE here")
     parser.add_argument(
-        "--table", type=Path, default=DEFAULT_CACHE_DIR / "search-efficiency-table.json"
+        "--table", type=Path, default=DEFAULT_CACHE_DIR / "search-efficiency-grid.json"
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
@@ -187,7 +223,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     space = load_space(default_space_path("lenet300"))
-    table = Table(build_table(args, space), space)
+    grid = Grid.load(args.grid, space)
+    table = Table(build_table(args, grid), grid)
     k, seeds = args.k, range(args.seeds)
     results: dict[str, dict[str, float]] = {}
     for sampler in args.samplers.split(","):
@@ -209,7 +246,7 @@ def main() -> None:
         f"hv_{2 * k}_stopped": statistics.median(c[-1] for c, _ in stopped),
     }
     summary = {
-        "points": sum(len(v) for v in table.by_method.values()),
+        "points": len(table.rounds),
         "seeds": args.seeds,
         "k": k,
         f"hv_auto_{k}": results["auto"][f"hv_{k}"],

@@ -1,0 +1,71 @@
+"""The grid of benchmarks/search_efficiency.py: every proposal of the real space lands on a grid
+point that the table holds, and a grid that leaves a searched knob out is refused."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sparsetune.search.space import default_space_path, load_space
+
+BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "search_efficiency.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("search_efficiency", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def grid(bench):
+    space = load_space(default_space_path("lenet300"))
+    return bench.Grid.load(BENCHMARK.with_name(bench.GRID_FILE), space)
+
+
+def test_the_grid_covers_every_method_with_a_few_hundred_points(grid):
+    points = grid.points()
+    methods = {point["method"] for point in points}
+    assert methods == set(grid.space.method_names)
+    assert 200 <= len(points) <= 400
+    assert len({tuple(sorted(p.items())) for p in points}) == len(points)  # no repeats
+
+
+def test_when_conditions_drop_knobs_that_do_not_apply(grid):
+    magnitude = [p for p in grid.points() if p["method"] == "magnitude"]
+    for point in magnitude:
+        has_sparsity = "magnitude.sparsity" in point
+        assert has_sparsity == (point["magnitude.criterion"] == "global")
+        assert ("magnitude.c_fc" in point) == (not has_sparsity)
+
+
+def test_every_sampled_proposal_snaps_onto_a_grid_point(bench, grid):
+    keys = {bench.key_of(point) for point in grid.points()}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(200):
+        trial = study.ask()
+        proposal = grid.space.sample(trial)
+        assert bench.key_of(grid.snap(proposal)) in keys
+        study.tell(trial, 0.0)
+
+
+def test_numbers_snap_to_the_nearest_value_on_the_spaces_scale(bench, grid):
+    snapped = grid.snap(
+        {"method": "sensitivity", "sensitivity.lmbda": 3.5e-4, "sensitivity.lr": 0.06}
+    )
+    assert snapped["sensitivity.lmbda"] == 1e-3  # log scale: 3.5e-4 is nearer 1e-3 than 1e-4
+    assert snapped["sensitivity.lr"] == 0.1  # log scale: 0.06 is nearer 0.1 than 0.03
+    snapped = grid.snap({"method": "snip", "snip.sparsity": 0.76})
+    assert snapped["snip.sparsity"] == 0.8  # linear scale
+
+
+def test_a_grid_without_a_searched_knob_is_refused(bench, grid):
+    values = {method: dict(knobs) for method, knobs in grid.values.items()}
+    del values["snip"]["sparsity"]
+    with pytest.raises(ValueError, match="snip.sparsity is searched"):
+        bench.Grid(values, grid.space)
