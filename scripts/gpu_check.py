@@ -116,43 +116,38 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sparsetune-gpu-check-"))
     results: dict = {"device": device_name, "torch": torch.__version__}
     with EpochClock() as clock:
+
+        def measure(section: str, model: str, method: str, data: DataConfig, recipe, params):
+            config = TrialConfig(
+                model=model,
+                data=data,
+                train=recipe.train,
+                method=method,
+                params=params,
+                device=args.device,
+            )
+            name = f"{section}-{model}-{method}-{params.get('sparsity', '')}"
+            row = run(config, work / name, work / "cache", clock)
+            results.setdefault(section, []).append(row)
+            save(results, args.json_out)
+            return row
+
         if not args.skip_smoke:
-            results["smoke"] = []
             data = DataConfig(name="synthetic", val_size=1000)  # 1x28x28, 7,000 to train on
             for method in METHODS.names():
                 recipe = method_recipe("lenet5", method).scaled_to(1)
-                config = TrialConfig(
-                    model="lenet5",
-                    data=data,
-                    train=recipe.train,
-                    method=method,
-                    params=recipe.params,
-                    device=args.device,
-                )
-                row = run(config, work / f"smoke-{method}", work / "cache", clock)
-                results["smoke"].append(row)
-                save(results, args.json_out)
+                row = measure("smoke", "lenet5", method, data, recipe, recipe.params)
                 log.print(
                     f"lenet5 {method}: val {row['val_acc']:.4f}, {row['compression']:.1f}x, "
                     f"{row['run_seconds']:.1f} s"
                 )
-        results["cifar_shaped"] = []
         data = DataConfig(name="synthetic", synthetic=cifar_shaped)
         for model in args.models.split(","):
             for method in args.methods.split(","):
                 recipe = method_recipe(model, method).scaled_to(args.epochs)
                 for sparsity in (float(s) for s in args.sparsities.split(",")):
-                    config = TrialConfig(
-                        model=model,
-                        data=data,
-                        train=recipe.train,
-                        method=method,
-                        params={**recipe.params, "sparsity": sparsity},
-                        device=args.device,
-                    )
-                    row = run(config, work / f"{model}-{method}-{sparsity}", work / "cache", clock)
-                    results["cifar_shaped"].append(row)
-                    save(results, args.json_out)
+                    params = {**recipe.params, "sparsity": sparsity}
+                    row = measure("cifar_shaped", model, method, data, recipe, params)
                     log.print(
                         f"{model} {method} {sparsity:.0%}: val {row['val_acc']:.4f}, "
                         f"test {row['test_acc']:.4f}, {row['compression']:.1f}x, "
@@ -164,7 +159,7 @@ def main() -> None:
     table = Table(title=f"CIFAR-shaped runs on {results['device']}, {args.epochs} epochs")
     for column in ("model", "method", "sparsity", "val acc", "compr.", "s / epoch", "fit calls"):
         table.add_column(column)
-    for row in results["cifar_shaped"]:
+    for row in results.get("cifar_shaped", []):
         table.add_row(
             row["model"],
             row["method"],
