@@ -133,12 +133,16 @@ def build_table(args: argparse.Namespace, grid: Grid) -> dict[str, list[dict[str
         name="fashion-mnist", data_dir=args.data_dir, subset=args.subset, val_size=args.val_size
     )
     points = grid.points()
-    hashes = [trial_hash(trial_config(p, grid.space, data, args.epochs)) for p in points]
-    missing = [p for p, key in zip(points, hashes, strict=True) if key not in table]
+    configs = [trial_config(p, grid.space, data, args.epochs) for p in points]
+    hashes = [trial_hash(config) for config in configs]
+    missing = [
+        (flat, config, key)
+        for flat, config, key in zip(points, configs, hashes, strict=True)
+        if key not in table
+    ]
     log(f"table: {len(points)} grid points, {len(missing)} to train, the rest in {args.table}")
     started = time.monotonic()
-    for index, flat in enumerate(missing, start=1):
-        config = trial_config(flat, grid.space, data, args.epochs)
+    for index, (flat, config, key) in enumerate(missing, start=1):
         try:
             rounds = [
                 {k: getattr(r, k) for k in ("round", *ROUND_METRICS)}
@@ -147,7 +151,7 @@ def build_table(args: argparse.Namespace, grid: Grid) -> dict[str, list[dict[str
         except Exception as error:  # a failed trial is a point with no rounds, as in a sweep
             log(f"  {flat['method']} failed: {type(error).__name__}: {error}")
             rounds = []
-        table[trial_hash(config)] = {"hash": trial_hash(config), "flat": flat, "rounds": rounds}
+        table[key] = {"hash": key, "flat": flat, "rounds": rounds}
         if index % 10 == 0 or index == len(missing):
             args.table.write_text(json.dumps(list(table.values()), indent=1))
             log(f"  {index}/{len(missing)} trained ({time.monotonic() - started:.0f} s)")
