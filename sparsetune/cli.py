@@ -182,8 +182,9 @@ def search(
     console.print(
         f"{len(outcome.front)} front points, {len(outcome.failures)} failed trials\n"
         f"results: {outcome.sweep_dir / 'pareto.json'}, {outcome.sweep_dir / 'trials.csv'}\n"
-        f"MLflow:  {outcome.tracking_uri} (experiment {sweep.experiment_name!r}; "
-        f"mlflow ui --backend-store-uri {outcome.tracking_uri})",
+        f"MLflow:  {outcome.tracking_uri} (experiment {sweep.experiment_name!r})\n"
+        f"review:  sparsetune ui --out {outcome.sweep_dir}  |  "
+        f"sparsetune report {outcome.sweep_dir}",
         highlight=False,
     )
 
@@ -366,6 +367,256 @@ def _validated_trial(**values):
         raise BadInput(f"--set: {message}" if "params." in message else message) from None
 
 
+@app.command()
+def report(
+    sweep_dir: Annotated[
+        Path,
+        typer.Argument(help="a sweep folder (what `sparsetune search --out` wrote)"),
+    ],
+) -> None:
+    """Write the Pareto plot (pareto.png, pareto.html) and front.csv into a sweep folder, and
+    print the front: the review without MLflow."""
+    from rich.console import Console
+
+    from sparsetune.report.review import NotASweep, load_sweep, write_review
+    from sparsetune.report.tables import pareto_table
+
+    try:
+        results = load_sweep(sweep_dir)
+    except NotASweep as error:
+        raise BadInput(str(error)) from None
+    _check_writable(results.folder, "SWEEP_DIR")
+    written = write_review(results.folder)
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    front = [
+        {**row, "key_params": row.get("key_params") or row.get("params") or {}}
+        for row in results.front
+    ]
+    metrics = results.objective_metrics
+    title = f"Pareto front: {results.experiment}"
+    if len(metrics) == 1:
+        title = f"Best ticket ({metrics[0]}): {results.experiment}"
+    console.print(pareto_table(front, title=title))
+    if results.hypervolume is not None and len(metrics) > 1:
+        axes = results.meta.get("hypervolume_axes", "")
+        console.print(f"hypervolume {results.hypervolume:.4f} ({axes})", highlight=False)
+    published = results.published()
+    console.print(
+        f"{len(published)} published points drawn for {results.model} on {results.dataset}"
+        if published
+        else f"no published points for {results.model} on {results.dataset}",
+        highlight=False,
+    )
+    console.print("wrote: " + ", ".join(str(path) for path in written), highlight=False)
+
+
+@app.command()
+def ui(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="sweep folder [default: the one sweep under ./sparsetune-runs]"),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow store URI to serve instead (e.g. sqlite:///path/mlflow.db)"),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 5000,
+    host: Annotated[
+        str, typer.Option(help="interface to bind (0.0.0.0 opens it to the network)")
+    ] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on a sweep's store and print its URL; Ctrl-C stops it."""
+    import signal
+
+    from sparsetune.tracking.ui import (
+        MlflowUi,
+        UiFailed,
+        UiInputError,
+        check_address,
+        resolve_store,
+    )
+
+    try:
+        store = resolve_store(out, tracking_uri)
+        check_address(host, port)
+    except UiInputError as error:
+        raise BadInput(str(error)) from None
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    server = MlflowUi(store, host, port)
+    print(f"starting the MLflow UI on {store}", file=sys.stderr, flush=True)
+    try:
+        server.start()
+        try:
+            experiments = server.sweep_experiments()
+        except (OSError, ValueError, KeyError):
+            experiments = []
+        if len(experiments) == 1:
+            print(
+                f"MLflow UI: {server.experiment_url(experiments[0])} "
+                f"(experiment {experiments[0].name!r})",
+                flush=True,
+            )
+        else:
+            print(f"MLflow UI: {server.url}", flush=True)
+            for experiment in experiments:
+                print(f"  {experiment.name!r}: {server.experiment_url(experiment)}", flush=True)
+        print(f"server log: {server.log_path}; Ctrl-C stops it", file=sys.stderr, flush=True)
+        code = server.wait()
+        raise UiFailed(f"the MLflow server stopped on its own (code {code}): {server.log_tail()}")
+    except KeyboardInterrupt:
+        print("MLflow UI stopped", file=sys.stderr, flush=True)
+    except UiFailed as error:
+        print(f"sparsetune: error: {error}", file=sys.stderr, flush=True)
+        raise typer.Exit(1) from None
+    finally:
+        server.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+_RUN_ID_PATTERN = r"[0-9a-f]{32}"  # what MLflow's run ids look like (uuid4 hex)
+
+
+@app.command()
+def export(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="a ticket (round-N.safetensors), a `prune --out` or trial folder (its final "
+            "round), or an MLflow run id",
+            show_default=False,
+        ),
+    ],
+    format: Annotated[
+        str, typer.Option("--format", help="dense, sparse or structured (docs/export.md)")
+    ],
+    out: Annotated[Path, typer.Option(help="the file to write, e.g. model.safetensors")],
+    register: Annotated[
+        str | None,
+        typer.Option(help="also register the model under this name in MLflow's model registry"),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow store of a run-id SOURCE and of --register (default: $MLFLOW_TRACKING_URI)"
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Write a ticket as a dense, sparse or physically smaller (structured) model file."""
+    import json
+    import re
+
+    from sparsetune.export.header import EXPORT_FORMATS
+    from sparsetune.tracking import local_sqlite_path
+
+    if format not in EXPORT_FORMATS:
+        raise BadInput(f"--format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    out = _checked_out_file(out)
+    path, run_id = Path(source).expanduser(), None
+    if not path.exists():
+        if not re.fullmatch(_RUN_ID_PATTERN, source):
+            raise BadInput(
+                f"SOURCE {source}: no such file or folder, and not an MLflow run id; pass a "
+                "ticket (round-N.safetensors), a `sparsetune prune --out` folder or a run id"
+            )
+        run_id = source
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if (run_id or register) and not uri:
+        needs = f"SOURCE {source} is a run id" if run_id else "--register"
+        raise BadInput(
+            f"{needs}: needs an MLflow store; pass --tracking-uri (e.g. sqlite:///path/mlflow.db) "
+            "or set MLFLOW_TRACKING_URI"
+        )
+    database = local_sqlite_path(uri) if run_id and uri else None
+    if database is not None and not database.is_file():
+        raise BadInput(
+            f"--tracking-uri {uri}: no MLflow database at {database}; pass the store that holds "
+            f"run {run_id}"
+        )
+
+    from sparsetune.export import encode, read_ticket
+
+    with tempfile.TemporaryDirectory(prefix="sparsetune-export-") as scratch:
+        try:
+            if run_id is not None:
+                from sparsetune.tracking.registry import download_final_ticket
+
+                path = download_final_ticket(run_id, uri, Path(scratch))
+            ticket = read_ticket(path)  # reads the tensors into memory: scratch may go
+            exported = encode(ticket, format)
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+
+    registration = None
+    if register:
+        from mlflow.exceptions import MlflowException
+
+        from sparsetune.tracking.registry import register_model
+
+        try:
+            registration = register_model(
+                exported.model, name=register, tracking_uri=uri, info=exported.info, run_id=run_id
+            )
+        except MlflowException as error:
+            message = str(error.message).strip().splitlines()[0]
+            raise BadInput(f"--register {register}: {message}") from None
+    exported.write(out)  # last: any refusal above leaves nothing behind
+
+    info = exported.info
+    summary = {
+        "out": str(out),
+        "format": format,
+        "bytes": exported.size,
+        "compression": info.get("compression"),
+        "architecture": info.get("architecture"),
+        "parameters": sum(p.numel() for p in exported.model.parameters()),
+        "model": info["model"],
+        "source": str(ticket.path) if run_id is None else f"run {run_id} {ticket.path.name}",
+        "registered": None,
+    }
+    if registration is not None:
+        summary["registered"] = {
+            "name": registration.name,
+            "version": registration.version,
+            "run_id": registration.run_id,
+            "model_uri": registration.model_uri,
+        }
+    if json_output:
+        print(json.dumps(summary, default=str))
+        return
+    compression = summary["compression"]
+    print(
+        f"wrote {out}: {format}, {summary['bytes']:,} bytes, {summary['parameters']:,} "
+        f"parameters, compression {compression:.1f}x, architecture {summary['architecture']} "
+        f"(from {summary['source']})"
+        if isinstance(compression, (int, float))
+        else f"wrote {out}: {format}, {summary['bytes']:,} bytes (from {summary['source']})"
+    )
+    if registration is not None:
+        print(
+            f"registered {registration.name!r} version {registration.version} (run "
+            f"{registration.run_id}); load it with mlflow.pytorch.load_model"
+            f"({registration.model_uri!r})"
+        )
+
+
+def _checked_out_file(path: Path, option: str = "--out") -> Path:
+    """A file path whose folder exists or can be created, and can be written; nothing created."""
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        raise BadInput(
+            f"{option} {path}: is a folder; pass a file path, e.g. {path / 'model.safetensors'}"
+        )
+    _check_can_create(path, option, "pass a path in a folder you can write")
+    return path
+
+
 # -- input checks: each raises BadInput with one line -------------------------------------
 
 
@@ -443,7 +694,13 @@ def _check_writable(path: Path, option: str) -> None:
     """The folder can be created and written, without creating it now."""
     if path.exists() and not path.is_dir():
         raise BadInput(f"{option} {path}: exists and is not a folder; pass a folder path")
-    ancestor = path
+    _check_can_create(path, option, f"pass {option} to a folder you can write")
+
+
+def _check_can_create(path: Path, option: str, fix: str) -> None:
+    """`path` (a file or a folder, not there yet or there) can be created and written: its
+    nearest existing ancestor is a folder this process can write in. Nothing is created."""
+    ancestor = path if path.is_dir() else path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
@@ -453,8 +710,7 @@ def _check_writable(path: Path, option: str) -> None:
             pass
     except OSError as error:
         raise BadInput(
-            f"{option} {path}: cannot write in {ancestor} ({error.strerror}); "
-            f"pass {option} to a folder you can write"
+            f"{option} {path}: cannot write in {ancestor} ({error.strerror}); {fix}"
         ) from None
 
 

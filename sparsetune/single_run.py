@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsetune.config import TrialConfig
+from sparsetune.export import memory_footprint
 from sparsetune.identity import trial_hash
 from sparsetune.trial import RoundResult, start_trial
 
@@ -23,6 +24,9 @@ class SingleRun:
     out: Path
     run_id: str | None
     smaller_model: Path | None = None  # the physically smaller network, when units were removed
+    # Bytes of the final ticket's sparse export (nonzero values + their indices, the rest whole):
+    # the "memory footprint" (sparsetune.export.formats, docs/export.md).
+    memory_footprint_bytes: int | None = None
 
     @property
     def final(self) -> RoundResult:
@@ -41,6 +45,7 @@ class SingleRun:
             "test_error": round(100 * (1 - final.test_acc), 4),
             "compression": final.compression,
             "flops_ratio": final.flops_ratio,
+            "memory_footprint_bytes": self.memory_footprint_bytes,
             "remaining_weights": final.remaining_weights,
             "total_weights": final.total_weights,
             "architecture": final.architecture,
@@ -83,6 +88,7 @@ def run_single(
         trial = start_trial(config, cache_dir=cache_dir, workdir=out, on_round=record)
         trial.run()
         smaller = export_smaller_model(trial.model, trial.splits.input_shape, out)
+        footprint = memory_footprint(trial.results[-1].ticket_path)
     except BaseException as error:
         if recorder is not None:
             recorder.fail(error)
@@ -90,9 +96,11 @@ def run_single(
     if recorder is not None:
         if smaller is not None:
             recorder.run.log_files([smaller], artifact_path="ticket")
+        final_round = trial.results[-1].round
+        recorder.run.log_metrics({"memory_footprint_bytes": footprint}, step=final_round)
         recorder.finish()
     run_id = recorder.run_id if recorder else None
-    single = SingleRun(config, trial.results, out, run_id, smaller)
+    single = SingleRun(config, trial.results, out, run_id, smaller, footprint)
     (out / "result.json").write_text(json.dumps(single.summary(), indent=2, default=str) + "\n")
     return single
 

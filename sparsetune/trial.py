@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -21,7 +22,8 @@ from torch import nn
 from sparsetune.config import TrialConfig
 from sparsetune.data import load_splits
 from sparsetune.data.tensors import Splits
-from sparsetune.identity import dense_key
+from sparsetune.export.header import encode_header
+from sparsetune.identity import dense_key, trial_hash
 from sparsetune.models import build_model
 from sparsetune.pruning import METHODS
 from sparsetune.pruning.base import PruningMethod, TrainingHooks
@@ -154,6 +156,15 @@ class TrialContext:
         val_acc, val_loss = evaluate(self.model, self.splits.val)
         test_acc, _ = evaluate(self.model, self.splits.test)
         report = sparsity_report(self.model, self._macs)
+        seconds = time.perf_counter() - self._started
+        summary = {
+            "round": round_index,
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "compression": report.compression,
+            "flops_ratio": report.flops_ratio,
+            "architecture": report.architecture,
+        }
         result = RoundResult(
             round=round_index,
             val_acc=val_acc,
@@ -164,16 +175,20 @@ class TrialContext:
             remaining_weights=report.remaining_weights,
             total_weights=report.total_weights,
             architecture=report.architecture,
-            seconds=time.perf_counter() - self._started,
+            seconds=seconds,
             report=report,
-            ticket_path=self._save_ticket(round_index),
+            ticket_path=self._save_ticket(round_index, summary),
         )
         self.results.append(result)
         self._on_round(result)
         return result
 
-    def _save_ticket(self, round_index: int) -> Path | None:
-        """The round's masks and trained weights; the initial weights are saved once per trial."""
+    def _save_ticket(self, round_index: int, summary: dict[str, Any]) -> Path | None:
+        """The round's masks and trained weights; the initial weights are saved once per trial.
+
+        The file's safetensors header says how to rebuild the model and what the round scored
+        (`sparsetune.export.header`), so that `sparsetune export` and `sparsetune.load` need the
+        ticket file alone."""
         if self.workdir is None:
             return None
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -185,13 +200,26 @@ class TrialContext:
             f"weight.{name}": value for name, value in squashed_state_dict(self.model).items()
         }
         path = self.workdir / f"round-{round_index}.safetensors"
-        _atomic_save(tensors, path)
+        info = {
+            "format": "ticket",
+            "model": self.config.model,
+            "input_shape": list(self.splits.input_shape),
+            "num_classes": self.splits.num_classes,
+            "dataset": self.config.data.name,
+            "method": self.config.method,
+            "config_hash": trial_hash(self.config),
+            **summary,
+        }
+        _atomic_save(tensors, path, metadata=encode_header(info))
         return path
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _atomic_save(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(tensors, staging, metadata=metadata)
     os.replace(staging, path)
 
 

@@ -25,6 +25,30 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     )
 
 
+# The e2e tests' spaces: one dense epoch and one-epoch retraining, so a trial takes seconds.
+# SMALL_SPACE searches magnitude's criterion too; MAGNITUDE_GLOBAL_SPACE only its sparsity.
+SMALL_SPACE = """
+train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
+methods:
+  dense: {}
+  magnitude:
+    criterion: {choices: [std, global]}
+    c_fc: {low: 0.5, high: 2.0, when: {criterion: std}}
+    sparsity: {low: 0.5, high: 0.95, when: {criterion: global}}
+    rounds: {low: 1, high: 2}
+    retrain_epochs: 1
+"""
+MAGNITUDE_GLOBAL_SPACE = """
+train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
+methods:
+  dense: {}
+  magnitude:
+    criterion: global
+    sparsity: {low: 0.3, high: 0.95}
+    rounds: {low: 1, high: 2}
+    retrain_epochs: 1
+"""
+
 # A sweep as the e2e tests run it: two trials at a time, seeded.
 SWEEP_COMMON = [*SYNTHETIC_RUN, "--max-concurrent", "2", "--seed", "0"]
 

@@ -19,6 +19,7 @@ FRONT_FIELDS = (
     "flops_ratio",
     "method",
     "params",
+    "key_params",
     "architecture",
     "round",
     "trial_id",

@@ -2,8 +2,8 @@
 
 Order of events: train (or find) the shared dense model once, open the MLflow parent run, run the
 Tuner, then compute the front over every (trial, round), write `pareto.json` and `trials.csv`,
-and attach them to the parent run. Input is validated before this module is called; nothing here
-is reached with a bad config.
+attach them to the parent run, and add what a reviewer opens first (`record_review`). Input is
+validated before this module is called; nothing here is reached with a bad config.
 """
 
 from __future__ import annotations
@@ -304,10 +304,15 @@ def _finish(sweep, sweep_dir, progress, store, parent, strategy, dense, failed) 
             "trials_failed": len(progress.failures),
         }
     )
-    for entry in progress.hypervolume_history:  # a curve in the MLflow UI: step = trials done
+    history = progress.hypervolume_history
+    for entry in history:  # a curve in the MLflow UI: step = trials done
         parent.log_metrics({"hypervolume": entry["hypervolume"]}, step=int(entry["trials_done"]))
+    final = {"trials_done": len(progress.done), "hypervolume": meta["hypervolume"]}
+    if not history or history[-1] != final:  # the run page shows the last step's value
+        parent.log_metrics({"hypervolume": final["hypervolume"]}, step=final["trials_done"])
     parent.set_tags({"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]})
     parent.log_files([sweep_dir / "pareto.json", sweep_dir / "trials.csv"])
+    record_review(sweep_dir, store, parent, front, rows, progress.console)
     parent.finish(failed=failed)
     return SweepOutcome(
         sweep_dir,
@@ -320,3 +325,34 @@ def _finish(sweep, sweep_dir, progress, store, parent, strategy, dense, failed) 
         meta["hypervolume"],
         meta["budget_spent"],
     )
+
+
+def record_review(sweep_dir: Path, store, parent, front, rows, console: Console) -> None:
+    """What a reviewer needs on the MLflow parent run: the Pareto plot (PNG and interactive
+    HTML) and the front as a table under `review/`, and the plot with a summary as the run's
+    description, so that it shows on the run page itself; and `pareto=true` or `false` on each
+    child run, so that the runs table filters to the front (`tags.pareto = 'true'`). A failure
+    here is a warning: the sweep's results are already written."""
+    try:
+        from sparsetune.report.review import load_sweep, run_description, write_review
+        from sparsetune.tracking.mlflow_store import DESCRIPTION_TAG
+
+        files = write_review(sweep_dir)
+        parent.log_files(files, artifact_path="review")
+        description = run_description(load_sweep(sweep_dir), parent.run_id, folder="review")
+        parent.set_tags({DESCRIPTION_TAG: description})
+    except Exception as error:
+        console.print(f"[yellow]review plots not recorded:[/] {type(error).__name__}: {error}")
+    rounds_on_front: dict[str, list[int]] = {}
+    for row in front:
+        if row.get("run_id"):
+            rounds_on_front.setdefault(str(row["run_id"]), []).append(int(row["round"]))
+    try:
+        for run_id in sorted({str(r["run_id"]) for r in rows if r.get("run_id")}):
+            rounds = sorted(set(rounds_on_front.get(run_id, [])))
+            tags = {"pareto": "true" if rounds else "false"}
+            if rounds:
+                tags["pareto_rounds"] = ",".join(map(str, rounds))
+            store.run(run_id).set_tags(tags)
+    except Exception as error:
+        console.print(f"[yellow]pareto tags not recorded:[/] {type(error).__name__}: {error}")

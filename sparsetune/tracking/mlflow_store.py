@@ -18,7 +18,14 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from sparsetune.tracking import is_server_uri
+
 PARENT_TAG = "mlflow.parentRunId"
+DESCRIPTION_TAG = "mlflow.note.content"  # the run page's Description, rendered as Markdown
+# Marks the experiment as model training rather than a GenAI app in MLflow 3's UI. (Which view a
+# browser opens is the URL's `workflowType`: `sparsetune ui` prints such a URL.)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
 
 # Keep the terminal for sparsetune's progress: MLflow's INFO lines ("creating initial database
 # tables") say nothing a user acts on. Set here, after `import mlflow` configured its loggers.
@@ -81,13 +88,23 @@ class MlflowStore:
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, artifact_dir: Path | None) -> MlflowStore:
-        """Get or create the experiment; artifacts go to `artifact_dir` when the store is local."""
+        """Get or create the experiment; artifacts go to `artifact_dir` when the store is local.
+
+        A tracking server (http/https) keeps its own artifact store: a `file://` location here
+        would point at this machine's disk, which the server (and everyone else) cannot read."""
         client = MlflowClient(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return cls(tracking_uri, found.experiment_id)
-        location = Path(artifact_dir).resolve().as_uri() if artifact_dir else None
-        return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
+        location = None
+        if artifact_dir is not None and not is_server_uri(tracking_uri):
+            location = Path(artifact_dir).resolve().as_uri()
+        experiment_id = client.create_experiment(
+            experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+        )
+        return cls(tracking_uri, experiment_id)
 
     def start_run(
         self, name: str, *, parent: str | None = None, tags: Mapping[str, Any] | None = None

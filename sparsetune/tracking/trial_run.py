@@ -1,16 +1,22 @@
-"""One trial's MLflow run: its parameters, a metric point per round, and as artifacts (under
-`ticket/`) each round's ticket, per-layer table and architecture string. Used by the sweep's
-trainable (a child run of the sweep) and by `sparsetune prune` (a run of its own)."""
+"""One trial's MLflow run: its parameters, a metric point per round (MLflow charts them against
+the round), the latest architecture string as the `architecture` tag, as artifacts (under
+`ticket/`) each round's ticket, per-layer table and architecture string, and at the end
+`round_curves.png` (accuracy and compression against round). Used by the sweep's trainable (a
+child run of the sweep) and by `sparsetune prune` (a run of its own)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 from sparsetune.config import TrialConfig
 from sparsetune.tracking.mlflow_store import MlflowRun, MlflowStore
 from sparsetune.trial import RoundResult
+
+logger = logging.getLogger(__name__)
+CURVE_KEYS = ("round", "val_acc", "test_acc", "compression", "flops_ratio")
 
 
 def write_round_files(result: RoundResult, folder: Path) -> list[Path]:
@@ -32,10 +38,12 @@ def write_round_files(result: RoundResult, folder: Path) -> list[Path]:
 class TrialRun:
     """Records one trial in an MLflow run as its rounds arrive."""
 
-    def __init__(self, run: MlflowRun, workdir: Path):
+    def __init__(self, run: MlflowRun, workdir: Path, name: str = ""):
         self.run = run
+        self.name = name
         self.run_id = run.run_id
         self.workdir = workdir
+        self.rounds: list[dict[str, float]] = []
 
     @classmethod
     def start(
@@ -54,7 +62,7 @@ class TrialRun:
             tags={"config_hash": config_hash, "method": config.method, **(tags or {})},
         )
         run.log_params({"method": config.method, **config.method_config().model_dump()})
-        return cls(run, workdir)
+        return cls(run, workdir, name)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.run.set_tags(tags)
@@ -62,14 +70,32 @@ class TrialRun:
     def record_round(self, result: RoundResult) -> None:
         files = [result.ticket_path, *write_round_files(result, self.workdir)]
         self.run.log_metrics(result.metrics(), step=result.round)
+        # A tag shows in the runs table and on the run page without opening an artifact.
+        self.run.set_tags({"architecture": result.architecture})
         self.run.log_files([f for f in files if f is not None], artifact_path="ticket")
+        self.rounds.append({key: getattr(result, key) for key in CURVE_KEYS})
 
     def finish(self) -> None:
         initial = self.workdir / "init.safetensors"
         if initial.exists():
             self.run.log_files([initial], artifact_path="ticket")
+        self._log_round_curves()
         self.run.finish()
 
     def fail(self, error: BaseException) -> None:
         self.run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        self._log_round_curves()
         self.run.finish(failed=True)
+
+    def _log_round_curves(self) -> None:
+        """A picture for the run page; never the reason a trial fails."""
+        if not self.rounds:
+            return
+        try:
+            from sparsetune.report.plots import round_curves_png
+
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            path = round_curves_png(self.rounds, self.workdir / "round_curves.png", title=self.name)
+            self.run.log_files([path])
+        except Exception as error:  # a plot or an upload: report it and go on
+            logger.warning("round_curves.png not recorded: %s: %s", type(error).__name__, error)

@@ -8,20 +8,10 @@ import time
 
 import optuna
 import pytest
-from cli_helpers import run_sweep_cli, sweep_rows, sweep_runs
+from cli_helpers import MAGNITUDE_GLOBAL_SPACE, run_sweep_cli, sweep_rows, sweep_runs
 
 pytestmark = pytest.mark.slow
 
-SPACE = """
-train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
-methods:
-  dense: {}
-  magnitude:
-    criterion: global
-    sparsity: {low: 0.3, high: 0.95}
-    rounds: {low: 1, high: 2}
-    retrain_epochs: 1
-"""
 
 POINTS = """
 - method: magnitude
@@ -43,7 +33,7 @@ def test_max_acc_runs_enqueued_points_first_and_keeps_infeasible_trials_visible(
     (tmp_path / "points.yaml").write_text(POINTS)
     result, out = run_sweep_cli(
         tmp_path,
-        SPACE,
+        MAGNITUDE_GLOBAL_SPACE,
         4,
         "max-acc",
         "--objective",
@@ -88,7 +78,7 @@ def test_the_budget_ends_a_sweep_cleanly_and_the_hypervolume_is_a_history(tmp_pa
     started = time.monotonic()
     result, out = run_sweep_cli(
         tmp_path,
-        SPACE,
+        MAGNITUDE_GLOBAL_SPACE,
         200,
         "budget",
         "--objective",

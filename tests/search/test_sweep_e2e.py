@@ -17,24 +17,13 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from cli_helpers import run_sweep_cli, sweep_rows, sweep_runs
+from cli_helpers import SMALL_SPACE, run_sweep_cli, sweep_rows, sweep_runs
 from safetensors.torch import load_file
 
 from sparsetune.search.pareto import dominates
 
 pytestmark = pytest.mark.slow
 
-SMALL_SPACE = """
-train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
-methods:
-  dense: {}
-  magnitude:
-    criterion: {choices: [std, global]}
-    c_fc: {low: 0.5, high: 2.0, when: {criterion: std}}
-    sparsity: {low: 0.5, high: 0.95, when: {criterion: global}}
-    rounds: {low: 1, high: 2}
-    retrain_epochs: 1
-"""
 
 DIVERGING_SPACE = """
 train: {optimizer: sgd, lr: 10.0, epochs: 0}
