@@ -44,7 +44,7 @@ DATASET_HELP = "mnist, fashion-mnist, cifar10, cifar100 or synthetic"
 
 @app.command()
 def search(
-    model: Annotated[str, typer.Option(help=MODEL_HELP)],
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     objective: Annotated[
         str,
         typer.Option(help="pareto, pareto-flops, pareto3, max-acc or max-compression"),
@@ -86,6 +86,10 @@ def search(
     out: Annotated[
         Path | None, typer.Option(help="sweep folder [default: ./sparsetune-runs/<experiment>]")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the killed sweep in this folder, with its options"),
+    ] = None,
     experiment: Annotated[
         str | None, typer.Option(help="experiment name [default: <model>-<dataset>-<objective>]")
     ] = None,
@@ -103,13 +107,30 @@ def search(
     val_size: Annotated[int, typer.Option(help="validation examples held out of train")] = 5000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     address: Annotated[
-        str | None, typer.Option(help="join this Ray cluster (default: start a local one)")
+        str | None,
+        typer.Option(
+            help="join a running Ray cluster: auto or HOST:PORT of its head (docs/cluster.md) "
+            "[default: start a local Ray]"
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="a folder every node reaches (holds the sweep folder, cache and Ray results "
+            "unless --out / --cache-dir say otherwise), or a URI (s3://, gs://, ...) for Ray's "
+            "results only"
+        ),
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None,
+        typer.Option(
+            help="GPUs reserved per trial; fractions share one (0.25: four trials a GPU) "
+            "[default: 1 where --device resolves to cuda, else 0]"
+        ),
     ] = None,
 ) -> None:
     """Search pruning methods and their knobs; print and save the Pareto front."""
     from rich.console import Console
-
-    from sparsetune.config import SweepConfig
 
     given = {
         "model": model,
@@ -137,16 +158,24 @@ def search(
         "val_size": val_size,
         "device": device,
         "address": address,
+        "storage": storage,
+        "gpus_per_trial": gpus_per_trial,
     }
-    sweep = _validated(SweepConfig, {k: v for k, v in given.items() if v is not None})
+    sweep, unfinished = _sweep_to_run(given, resume)
+    if sweep is None:
+        return
     space_model = _checked_space(sweep)
+    if unfinished is not None:
+        _check_same_sweep(unfinished, sweep, space_model, resume)
     _check_writable(sweep.sweep_dir, "--out")
     enqueued = _checked_enqueue(sweep, space_model)
     splits = _checked_data(sweep)
     _checked_device(sweep.device)
+    _checked_gpus(sweep)
 
     if sweep.address:
         _send_cluster_token_if_present()
+        _checked_cluster(sweep.address)
     from sparsetune.search.sweep import prepare_dense, run_sweep
     from sparsetune.train.loop import TrainingDiverged
 
@@ -158,7 +187,13 @@ def search(
     except TrainingDiverged as error:
         raise BadInput(f"the dense stage diverged ({error}); lower train.lr in the space") from None
     outcome = run_sweep(
-        sweep, space_model, dense, progress, num_classes=splits.num_classes, enqueued=enqueued
+        sweep,
+        space_model,
+        dense,
+        progress,
+        num_classes=splits.num_classes,
+        enqueued=enqueued,
+        resume=unfinished,
     )
 
     from sparsetune.report.tables import pareto_table
@@ -446,7 +481,10 @@ def ui(
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
-    handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a process started in the background by a non-interactive shell (cron, CI)
+    # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    handlers = {sig: signal.signal(sig, _stop) for sig in stop_signals}
     server = MlflowUi(store, host, port)
     print(f"starting the MLflow UI on {store}", file=sys.stderr, flush=True)
     try:
@@ -635,6 +673,65 @@ def _validated(model_class, values: dict):
         raise BadInput(f"--{field.replace('_', '-')}{colon}{problem}") from None
 
 
+def _sweep_to_run(given: dict, resume: Path | None):
+    """(the sweep to run, the state of the unfinished sweep it continues or None).
+
+    `--resume DIR` runs the sweep recorded in DIR with its recorded options; `search` with an
+    `--out` that holds an unfinished sweep continues it too (the same command run again after a
+    kill). A finished sweep is not run again: (None, None), said on stderr."""
+    from sparsetune.config import SweepConfig
+    from sparsetune.search.state import STATE_FILE, read_state
+
+    if resume is None:
+        if given.get("model") is None:
+            raise BadInput(
+                "Missing option '--model' (or --resume DIR, to continue a sweep); "
+                "see 'sparsetune search --help'"
+            )
+        sweep = _validated(SweepConfig, {k: v for k, v in given.items() if v is not None})
+        folder, option = sweep.sweep_dir, "--out"
+    else:
+        folder, option = resume.expanduser().resolve(), "--resume"
+    try:
+        state = read_state(folder) if folder.is_dir() else None
+    except ValueError as error:
+        raise BadInput(f"{option} {folder}: {error}") from None
+    if resume is not None:
+        if state is None:
+            raise BadInput(
+                f"--resume {folder}: no {STATE_FILE} there; pass the --out folder of a sweep "
+                "that `sparsetune search` started"
+            )
+        if given.get("model") not in (None, state.config.get("model")):
+            raise BadInput(
+                f"--resume {folder}: its sweep is of --model {state.config.get('model')}, not "
+                f"{given['model']}; drop --model, or pass another folder"
+            )
+        sweep = _validated(SweepConfig, {**state.config, "out": str(folder)})
+    if state is None:
+        return sweep, None
+    if state.status == "finished":
+        print(
+            f"sparsetune: the sweep in {folder} has finished; nothing to do (results in "
+            f"{folder / 'pareto.json'}); pass another --out for a new sweep",
+            file=sys.stderr,
+        )
+        return None, None
+    return sweep, state
+
+
+def _check_same_sweep(state, sweep, space, resume: Path | None) -> None:
+    """A sweep continued with other options would mix trials of two sweeps in one record."""
+    changed = state.differences(sweep, space)
+    if changed:
+        folder = sweep.sweep_dir
+        fix = "restore them" if resume else f"pass the same options, --resume {folder},"
+        raise BadInput(
+            f"--out {folder}: holds an unfinished sweep whose {', '.join(changed)} differ "
+            f"from these; {fix} or pass another --out for a new sweep"
+        )
+
+
 def _checked_enqueue(sweep, space) -> list[dict] | None:
     if sweep.enqueue is None:
         return None
@@ -670,6 +767,50 @@ def _send_cluster_token_if_present() -> None:
     token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
     if os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).is_file():
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _checked_gpus(sweep) -> None:
+    """GPUs per trial on a local Ray need a GPU here; a cluster's may be on other nodes."""
+    if not sweep.gpus_per_trial or sweep.address:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BadInput(
+            f"--gpus-per-trial {sweep.gpus_per_trial:g}: no CUDA device is visible here; run "
+            "without it, or join a cluster with GPUs with --address (docs/cluster.md)"
+        )
+
+
+def _checked_cluster(address: str) -> None:
+    """A head answers at `address` (auto: RAY_ADDRESS, else a cluster started on this machine),
+    checked before anything is written. Ray's own refusal comes later and as a traceback."""
+    import socket
+
+    where = address
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            where = get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise BadInput(
+                "--address auto: no running Ray cluster found (RAY_ADDRESS is unset and none "
+                "was started on this machine); start one with `ray start --head` or pass "
+                "HOST:PORT (docs/cluster.md)"
+            ) from None
+    host, _, port = where.rpartition(":")
+    if "://" in where or not port.isdigit():  # a form Ray resolves itself: leave it to Ray
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise BadInput(
+            f"--address {address}: no Ray head answers at {where} ({reason}); start one with "
+            "`ray start --head --port PORT` or check the address (docs/cluster.md)"
+        ) from None
 
 
 def _checked_data(sweep):

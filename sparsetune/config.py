@@ -8,6 +8,7 @@ method's own `Config` (see `sparsetune.pruning`), which this module resolves laz
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -247,6 +248,26 @@ class SweepConfig(Frozen):
     seed: int = 0
     device: Device = "auto"
     address: str | None = None
+    storage: str | None = Field(None, min_length=1, description="a path or URI every node reaches")
+    gpus_per_trial: float | None = Field(None, ge=0, description="GPUs per trial; 0.25 packs 4")
+
+    @field_validator("address")
+    @classmethod
+    def _known_address_form(cls, address: str | None) -> str | None:
+        return None if address is None else check_ray_address(address)
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage_form(cls, storage: str | None) -> str | None:
+        return None if storage is None else check_storage(storage)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_above_one(cls, gpus: float | None) -> float | None:
+        # Ray shares a GPU between trials only below one: 1.5 GPUs is no placement it can make.
+        if gpus is not None and gpus > 1 and not gpus.is_integer():
+            raise ValueError(f"above 1 it must be a whole number of GPUs (got {gpus:g})")
+        return gpus
 
     @model_validator(mode="after")
     def _options_fit_the_objective(self) -> SweepConfig:
@@ -263,6 +284,27 @@ class SweepConfig(Frozen):
                 raise ValueError(f"--objective {self.objective} needs {flag} (e.g. {example})")
         check_sampler(self.sampler)
         resolve_early_stop(self.early_stop, get_objective(self.objective))
+        for option in ("out", "cache_dir"):
+            value = getattr(self, option)
+            if value is not None and looks_like_uri(value):
+                flag = "--" + option.replace("_", "-")
+                raise ValueError(
+                    f"{flag} {value}: a folder path is needed here, not a URI (trials read and "
+                    "write it as files); put a URI in --storage for Ray's results only"
+                )
+        folder = self.storage_dir
+        if folder is not None:
+            # Set here, not derived on each read: the recorded sweep (sweep.json, the resume
+            # state) then names the folders it used, and a resumed run finds the same ones.
+            if "cache_dir" not in self.model_fields_set:
+                object.__setattr__(self, "cache_dir", folder / "cache")
+            if self.out is None:
+                object.__setattr__(self, "out", folder / self.experiment_name)
+        if self.gpus_per_trial and self.device == "cpu":
+            raise ValueError(
+                f"--gpus-per-trial {self.gpus_per_trial:g} with --device cpu: trials would "
+                "hold GPUs they never use; drop one of the two"
+            )
         return self
 
     def data_config(self) -> DataConfig:
@@ -275,8 +317,70 @@ class SweepConfig(Frozen):
         return self.experiment or f"{self.model}-{self.dataset}-{self.objective}"
 
     @property
+    def storage_dir(self) -> Path | None:
+        """`--storage` when it is a folder (a plain path or file://), else None."""
+        if self.storage is None:
+            return None
+        if self.storage.startswith("file://"):
+            return Path(self.storage.removeprefix("file://")).expanduser().resolve()
+        if "://" in self.storage:
+            return None
+        return Path(self.storage).expanduser().resolve()
+
+    @property
     def sweep_dir(self) -> Path:
         return (self.out or Path("sparsetune-runs") / self.experiment_name).resolve()
+
+    def ray_storage(self, sweep_dir: Path) -> str:
+        """Ray Tune's `storage_path`: the sweep folder's `ray/`, or under a URI `--storage`."""
+        if self.storage is not None and self.storage_dir is None:
+            return f"{self.storage.rstrip('/')}/{self.experiment_name}/ray"
+        return str(sweep_dir / "ray")
+
+
+# Ray's own address forms: "auto" (RAY_ADDRESS, else a cluster started on this machine) and
+# HOST:PORT (the head's GCS). Ray Client's ray://HOST:PORT is refused: under it Ray Tune runs the
+# Tuner, its callbacks and the searcher on the head, so the sweep's results would never reach the
+# driver that writes them (docs/cluster.md).
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
+URI_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/")
+# Filesystems that pyarrow (Ray Tune's storage layer) resolves from a URI; file:// is a folder.
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def check_ray_address(address: str) -> str:
+    if address == "auto":
+        return address
+    if address.startswith("ray://"):
+        raise ValueError(
+            "Ray Client (ray://) cannot run a sweep, whose results must come back to this "
+            "process; run sparsetune on a cluster node with --address auto or "
+            "HOST:PORT (the head's port, e.g. 6379), or as a RayJob (docs/cluster.md)"
+        )
+    match = _HOST_PORT.match(address)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError("expected auto or HOST:PORT of the head node, e.g. 10.0.0.5:6379")
+    return address
+
+
+def check_storage(storage: str) -> str:
+    match = URI_SCHEME.match(storage)
+    if match is None or "://" not in storage:
+        return storage  # a folder path
+    scheme = match["scheme"].lower()
+    if scheme not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"unknown filesystem {scheme}://; use a folder every node reaches or a "
+            f"URI of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+        )
+    if not storage.split("://", 1)[1].strip("/"):
+        raise ValueError("the URI names no bucket or folder, e.g. s3://bucket/sweeps")
+    return storage
+
+
+def looks_like_uri(path: Path | str) -> bool:
+    """True for "s3://b/x", also after pathlib turned it into "s3:/b/x"."""
+    return URI_SCHEME.match(str(path)) is not None
 
 
 register_for_messages(SweepConfig)

@@ -8,7 +8,6 @@ metrics, a single-run command prints them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from sparsetune.atomic import atomic_file
 from sparsetune.config import TrialConfig
 from sparsetune.data import load_splits
 from sparsetune.data.tensors import Splits
@@ -101,6 +101,7 @@ class TrialContext:
         self._macs = layer_macs(model, splits.input_shape)
         self._started = time.perf_counter()
         self._retrain_count = 0
+        self.resume_after = 0  # the round a restarted trial continues after (0: from the start)
         self.results: list[RoundResult] = []
 
     def retrain(self, epochs: int | None = None) -> None:
@@ -122,6 +123,23 @@ class TrialContext:
         """Let the method's schedule drive the trial; returns every reported round."""
         self.method.schedule().run(self)
         return self.results
+
+    def round_state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """What a restarted trial needs to continue after the round just reported: the model's
+        whole state (weights, mask buffers, any parameters a method attached) and counters."""
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return state, {"retrain_count": self._retrain_count}
+
+    @torch.no_grad()
+    def restore_round(
+        self, state: dict[str, torch.Tensor], counters: dict[str, int], round_index: int
+    ) -> None:
+        """Back to the state `round_state` returned after reporting `round_index`; the schedule
+        then continues after that round. The retraining counter seeds each phase's batch order,
+        so the rounds that follow are the ones an uninterrupted trial would have run."""
+        self.model.load_state_dict(state)
+        self._retrain_count = int(counters.get("retrain_count", round_index))
+        self.resume_after = round_index
 
     @torch.no_grad()
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
@@ -217,10 +235,9 @@ class TrialContext:
 def _atomic_save(
     tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, staging, metadata=metadata)
-    os.replace(staging, path)
+    with atomic_file(path) as staging:
+        save_file(tensors, staging, metadata=metadata)
 
 
 class _RewindSnapshots(TrainingHooks):

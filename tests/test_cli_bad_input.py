@@ -144,8 +144,18 @@ def test_missing_model_option_is_bad_input(tmp_path):
     result = run_cli("search", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "sparsetune: error: Missing option '--model'; see 'sparsetune search --help'"
+        "sparsetune: error: Missing option '--model' (or --resume DIR, to continue a sweep); "
+        "see 'sparsetune search --help'"
     ]
+
+
+def test_resume_of_a_folder_without_a_sweep_is_bad_input(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("search", "--resume", str(tmp_path / "empty"), cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("sparsetune: error: --resume ") and "sweep-state.json" in line
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"]
 
 
 def test_help_on_every_command(tmp_path):

@@ -25,7 +25,6 @@ Layouts (tensor names in the file):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from sparsetune.atomic import atomic_write_bytes
 from sparsetune.export.header import EXPORT_FORMATS, encode_header, read_header
 from sparsetune.export.structured import describe, rebuild
 from sparsetune.export.ticket import Ticket, find_ticket, new_model, read_ticket
@@ -83,13 +83,7 @@ class Export:
         out = Path(out)
         data = self.to_bytes()
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            staging.write_bytes(data)
-            os.replace(staging, out)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(out, data)
         self.path = out
         return out
 

@@ -32,9 +32,25 @@ class RoundInfo:
 
 
 class Schedule(ABC):
+    """Resuming: a trial restarted after its worker died gets back the state of its last
+    reported round (see `TrialContext.restore_round`). Before `run`, the trial asks
+    `finished_after(round)` (nothing left to do: the trial ends) and `continues_after(round)`
+    (`run` then starts after that round, at `trial.resume_after + 1`). A schedule that says no
+    to both runs again from the start; its rounds come out the same under the same seeds, and the
+    search layer ignores rounds it has already recorded."""
+
     @abstractmethod
     def run(self, trial: TrialContext) -> None:
         """Prune and train `trial.model`, calling `trial.report` after each round."""
+
+    def finished_after(self, round_index: int) -> bool:
+        """True if a trial that reported `round_index` has nothing left to do."""
+        return False
+
+    def continues_after(self, round_index: int) -> bool:
+        """True if `run` can continue from the model and masks as they were after reporting
+        `round_index`."""
+        return False
 
 
 class NoPruning(Schedule):
@@ -42,6 +58,9 @@ class NoPruning(Schedule):
 
     def run(self, trial: TrialContext) -> None:
         trial.report(0)
+
+    def finished_after(self, round_index: int) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -66,8 +85,16 @@ class IterativePruning(Schedule):
         if self.control != "none" and self.rewind_to is None:
             raise ValueError("control: the lottery controls need rewinding (set rewind_to)")
 
+    def finished_after(self, round_index: int) -> bool:
+        return round_index >= self.rounds
+
+    def continues_after(self, round_index: int) -> bool:
+        # A round's state is the masks and weights after it, which a checkpoint restores;
+        # rewinding reads theta_j from the dense cache, and each control is seeded by its round.
+        return 1 <= round_index < self.rounds
+
     def run(self, trial: TrialContext) -> None:
-        for index in range(1, self.rounds + 1):
+        for index in range(trial.resume_after + 1, self.rounds + 1):
             info = RoundInfo(index, self.rounds, self.targets[index - 1])
             previous = trial.masks.state()
             trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
@@ -100,6 +127,9 @@ class AtInitialisation(Schedule):
         apply_control(trial, self.control, previous, init, salt=1)
         trial.retrain(None)
         trial.report(1)
+
+    def finished_after(self, round_index: int) -> bool:
+        return round_index >= 1
 
 
 def apply_control(
@@ -155,6 +185,9 @@ class TrainThenPrune(Schedule):
         trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
         trial.report(1)
 
+    def finished_after(self, round_index: int) -> bool:
+        return round_index >= 1
+
 
 @dataclass(frozen=True)
 class PruneDuringTraining(Schedule):
@@ -175,6 +208,9 @@ class PruneDuringTraining(Schedule):
     epochs_per_round: int
     tolerance: float
     patience: int = 1
+
+    # No resume hooks: which round comes last depends on the rounds that were not reported, and
+    # the state of those is not kept, so a restarted trial runs again from the start.
 
     def run(self, trial: TrialContext) -> None:
         # Imported here: the loop imports the pruning base, which names this module for types.

@@ -23,6 +23,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from sparsetune.atomic import atomic_file, atomic_write_text
 from sparsetune.pruning import METHODS
 from sparsetune.report.published import PublishedPoint
 
@@ -187,9 +188,8 @@ def pareto_figure(
 
 def _save(figure: Figure, path: Path) -> Path:
     path = Path(path)
-    staging = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(staging, format=path.suffix.lstrip(".") or "png")
-    staging.replace(path)
+    with atomic_file(path) as staging:
+        figure.savefig(staging, format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -547,7 +547,5 @@ def pareto_html(
         ]
     )
     path = Path(path)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(page + "\n")
-    staging.replace(path)
+    atomic_write_text(path, page + "\n")
     return path

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from sparsetune.atomic import atomic_file, atomic_write_text
 
 FRONT_FIELDS = (
     "val_acc",
@@ -54,22 +55,14 @@ def front_record(row: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text)
-    os.replace(staging, path)
-
-
 def write_pareto_json(path: Path, front: Sequence[Mapping[str, Any]], meta: Mapping) -> None:
     payload = {**meta, "front": [front_record(row) for row in front]}
-    _atomic_write(path, json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def write_trials_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    with staging.open("w", newline="") as handle:
+    with atomic_file(path) as staging, staging.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "params": json.dumps(row.get("params", {}), sort_keys=True)})
-    os.replace(staging, path)

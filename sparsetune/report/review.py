@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from sparsetune.atomic import atomic_file
 from sparsetune.report.plots import pareto_html, pareto_png
 from sparsetune.report.published import PublishedPoint, published_points
 
@@ -118,8 +118,7 @@ def load_sweep(folder: Path) -> SweepResults:
 
 
 def _write_front_csv(path: Path, front: list[dict[str, Any]]) -> Path:
-    staging = path.with_name(f".{path.name}.tmp")
-    with staging.open("w", newline="") as handle:
+    with atomic_file(path) as staging, staging.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FRONT_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for record in sorted(front, key=lambda r: float(r.get("compression") or 0)):
@@ -130,7 +129,6 @@ def _write_front_csv(path: Path, front: list[dict[str, Any]]) -> Path:
                     "key_params": json.dumps(record.get("key_params") or {}, sort_keys=True),
                 }
             )
-    os.replace(staging, path)
     return path
 
 

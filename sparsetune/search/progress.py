@@ -81,6 +81,19 @@ class SweepProgress(Callback):
         self.__dict__.update(state)
         self.console = Console(stderr=True)
 
+    # Saved with Ray's experiment state and given back when a sweep is resumed, so that the
+    # front, the rows and the counts cover the trials that finished before the driver was killed.
+    # They match Ray's restored trials: both are saved at the same moment.
+    STATE_KEYS = ("rows", "failures", "_failed_configs", "done", "hypervolume_history")
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {key: getattr(self, key) for key in self.STATE_KEYS}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for key in self.STATE_KEYS:
+            if key in state:
+                setattr(self, key, state[key])
+
     # -- Ray callback hooks -------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
@@ -97,6 +110,11 @@ class SweepProgress(Callback):
             "params": params,
             "key_params": {k: v for k, v in params.items() if k in self.key_params.get(method, ())},
         }
+        # A trial restarted from a checkpoint may report a round again (a schedule that cannot
+        # continue mid-way runs from the start): the newer report of a round replaces the older.
+        self.rows = [
+            r for r in self.rows if (r["trial_id"], r["round"]) != (trial.trial_id, row["round"])
+        ]
         self.rows.append(row)
         self._print()
 

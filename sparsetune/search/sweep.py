@@ -22,6 +22,7 @@ from ray import tune
 from ray.tune.stopper import CombinedStopper, Stopper
 from rich.console import Console
 
+from sparsetune.atomic import atomic_write_text
 from sparsetune.config import SweepConfig, TrainConfig, TrialConfig
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key, trial_hash
@@ -33,6 +34,7 @@ from sparsetune.search.objectives import Objective, resolve_objective
 from sparsetune.search.progress import SweepProgress
 from sparsetune.search.samplers import make_sampler
 from sparsetune.search.space import SearchSpace
+from sparsetune.search.state import SweepState
 from sparsetune.search.stopping import BudgetStopper, DominanceStopper, SweepSearch, asha
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
 from sparsetune.tracking import default_tracking_uri
@@ -143,30 +145,49 @@ def run_sweep(
     *,
     num_classes: int,
     enqueued: list[dict[str, Any]] | None = None,
+    resume: SweepState | None = None,
 ) -> SweepOutcome:
-    """Run the trials over the prepared dense model; write and record the results."""
+    """Run the trials over the prepared dense model; write and record the results.
+
+    `resume`: the state of an unfinished sweep in the same folder (the CLI has checked that it
+    is the same sweep), which this call continues: see docs/resume.md."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     strategy = Strategy.resolve(sweep, space, dense)
     objective = strategy.objective
     sweep_dir = sweep.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    sweep_id = time.strftime("%Y%m%d-%H%M%S")
     train = dense_recipe(sweep, space)
     device = resolve_device(sweep.device)
 
-    tracking_uri = sweep.tracking_uri or default_tracking_uri(sweep_dir)
+    # The names of the sweep's records come from its state file, so that a resumed sweep
+    # reopens the same Ray experiment, Optuna study and MLflow parent run. Written before any of
+    # them exists: a sweep killed at any point after this line can be resumed.
+    tracking_uri = (
+        resume.tracking_uri if resume else sweep.tracking_uri or default_tracking_uri(sweep_dir)
+    )
+    state = resume or SweepState.new(sweep, space, tracking_uri)
+    state.write(sweep_dir)
+    sweep_id = state.sweep_id
     from sparsetune.tracking.mlflow_store import MlflowStore
 
     store = MlflowStore.open(tracking_uri, sweep.experiment_name, sweep_dir / "mlartifacts")
-    parent = store.start_run(
-        f"sweep-{sweep_id}", tags={"sparsetune.role": "sweep", "objective": objective.name}
-    )
-    parent.log_params(
-        {k: v for k, v in sweep.model_dump(mode="json").items() if v is not None}
-        | {"space": space.source, "dense_key": dense.key, "dense_epochs": train.epochs}
-        | {"sampler_used": strategy.sampler, "early_stop_used": strategy.early_stop}
-        | ({"constraint": objective.bound.description} if objective.bound else {})
-    )
+    if resume and resume.parent_run_id and store.run(resume.parent_run_id).exists():
+        parent = store.run(resume.parent_run_id)
+        parent.reopen()
+        parent.set_tags({"resumed": str(resume.resumed + 1)})
+        console.print(f"resuming sweep {sweep_id} in {sweep_dir}", highlight=False)
+    else:
+        parent = store.start_run(
+            f"sweep-{sweep_id}", tags={"sparsetune.role": "sweep", "objective": objective.name}
+        )
+        parent.log_params(
+            {k: v for k, v in sweep.model_dump(mode="json").items() if v is not None}
+            | {"space": space.source, "dense_key": dense.key, "dense_epochs": train.epochs}
+            | {"sampler_used": strategy.sampler, "early_stop_used": strategy.early_stop}
+            | ({"constraint": objective.bound.description} if objective.bound else {})
+        )
+    state = state.with_(parent_run_id=parent.run_id, resumed=state.resumed + (1 if resume else 0))
+    state.write(sweep_dir)
     console.print(
         f"objective {objective.name}"
         + (f" ({objective.bound.description})" if objective.bound else "")
@@ -196,8 +217,9 @@ def run_sweep(
         mode=list(objective.modes) if multi else objective.modes[0],
         sampler=make_sampler(strategy.sampler, trials=sweep.trials, seed=sweep.seed),
         storage=optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}"),
-        study_name=f"{sweep.experiment_name}-{sweep_id}",
-        points_to_evaluate=enqueued or None,
+        study_name=state.study_name,
+        # Enqueued points went into the study when it was created: not a second time.
+        points_to_evaluate=(enqueued or None) if resume is None else None,
         bound=objective.bound,
         deadline=strategy.deadline,
     )
@@ -208,7 +230,9 @@ def run_sweep(
         stoppers.append(BudgetStopper(strategy.deadline))
     if strategy.early_stop == "dominance":
         stoppers.append(DominanceStopper(objective, num_classes))
-    gpus = 1.0 if device.type == "cuda" else 0.0
+    gpus = sweep.gpus_per_trial
+    if gpus is None:  # one GPU each where the driver's device is one; none on a CPU driver
+        gpus = 1.0 if device.type == "cuda" else 0.0
     trainable = tune.with_resources(
         tune.with_parameters(sparsetune_trial, template=template),
         {"cpu": sweep.cpus_per_trial, "gpu": gpus},
@@ -216,31 +240,89 @@ def run_sweep(
     started_ray = _start_ray(sweep)
     failed = True
     try:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=asha(objective) if strategy.early_stop == "asha" else None,
-                num_samples=sweep.trials,
-                max_concurrent_trials=sweep.max_concurrent,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=f"sweep-{sweep_id}",
-                storage_path=str(sweep_dir / "ray"),
-                callbacks=[progress],
-                stop=CombinedStopper(*stoppers) if stoppers else None,
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            ),
+        tune_config = tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=asha(objective) if strategy.early_stop == "asha" else None,
+            num_samples=sweep.trials,
+            max_concurrent_trials=sweep.max_concurrent,
+            reuse_actors=True,
         )
+        run_config = tune.RunConfig(
+            name=state.ray_name,
+            storage_path=sweep.ray_storage(sweep_dir),
+            callbacks=[progress],
+            stop=CombinedStopper(*stoppers) if stoppers else None,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
+            # One checkpoint per trial is all a restart needs; and a trial checkpointing
+            # `num_to_keep` times makes Ray save its experiment state at once, so what a
+            # resumed sweep restores lags the trials by at most the round in progress.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        )
+        experiment = f"{sweep.ray_storage(sweep_dir).rstrip('/')}/{state.ray_name}"
+        if resume is not None and tune.Tuner.can_restore(experiment):
+            tuner = _restored_tuner(experiment, trainable, tune_config, run_config)
+        else:
+            if resume is not None:  # killed before Ray saved anything: nothing runs them now
+                searcher.fail_running_trials("the sweep was killed before Ray saved it")
+            tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
         tuner.fit()
         failed = False
     finally:
         if started_ray:
             ray.shutdown()
         outcome = _finish(sweep, sweep_dir, progress, store, parent, strategy, dense, failed)
+        if resume is not None and not failed:
+            _drop_lost_child_runs(store, parent, progress)
+        # "finished" only when Ray ran the sweep to its end: anything else can be resumed.
+        state.with_(status="running" if failed else "finished").write(sweep_dir)
     return outcome
+
+
+# Retries of a trial whose worker died (a node lost, the process killed): from its last round's
+# checkpoint. A trial's own error is not retried (see trainable._record_failure).
+TRIAL_RETRIES = 2
+
+
+def _restored_tuner(
+    path: str, trainable: Any, tune_config: tune.TuneConfig, run_config: tune.RunConfig
+) -> tune.Tuner:
+    """`Tuner.restore` of a killed sweep, running this process's searcher, callbacks and stoppers.
+
+    Restore alone would run the copies pickled when the sweep first started (`tuner.pkl`): a
+    progress callback this function cannot read the rows of, a budget counted from the first
+    start. So this run's objects take their place; Ray's restore then loads the saved searcher
+    state (study, sampler, trial map: `SweepSearch.restore`) and the progress callback's state
+    (`SweepProgress.set_state`) into them. Ray has no public setter for the restored configs:
+    `_local_tuner` is the Tuner's internals (Ray 2.60), checked here so a change fails loudly."""
+    tuner = tune.Tuner.restore(
+        path,
+        trainable=trainable,
+        resume_unfinished=True,  # running trials continue from their last round's checkpoint
+        resume_errored=False,  # a failed trial stays failed, with its reason
+        restart_errored=False,
+    )
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None or not hasattr(internal, "_tune_config"):
+        raise RuntimeError("this Ray version's Tuner cannot be resumed by sparsetune")
+    restored = internal.get_run_config()
+    for field in ("name", "storage_path", "storage_filesystem"):
+        setattr(run_config, field, getattr(restored, field))
+    internal._run_config = run_config
+    internal._tune_config = tune_config
+    return tuner
+
+
+def _drop_lost_child_runs(store, parent, progress: SweepProgress) -> None:
+    """Child runs of trials that Ray lost when the driver was killed (started, not yet saved in
+    its state): the resumed sweep ran other trials in their place, and their Optuna trials are
+    marked failed. They are deleted (MLflow keeps deleted runs, restorable), tagged why first,
+    so that the parent holds one child run per trial of the sweep."""
+    known = progress.done | set(progress.failures) | progress.running
+    for trial_id, run_id in store.child_runs_by_tag(parent.run_id, "ray_trial_id").items():
+        if trial_id not in known:
+            store.run(run_id).set_tags({"sparsetune.lost": "its Ray trial was not saved"})
+            store.client.delete_run(run_id)
 
 
 def _start_ray(sweep: SweepConfig) -> bool:
@@ -296,7 +378,7 @@ def _finish(sweep, sweep_dir, progress, store, parent, strategy, dense, failed) 
     }
     write_pareto_json(sweep_dir / "pareto.json", front, meta)
     write_trials_csv(sweep_dir / "trials.csv", rows)
-    (sweep_dir / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2))
+    atomic_write_text(sweep_dir / "sweep.json", json.dumps(sweep.model_dump(mode="json"), indent=2))
     parent.log_metrics(
         {
             "front_size": len(front),

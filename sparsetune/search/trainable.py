@@ -4,10 +4,19 @@ It parses the flat config into a typed `TrialConfig` before any work, so a bad v
 trial at once with a readable reason. A failure (an exception, or a loss gone NaN) marks the
 MLflow child run FAILED with the reason as a tag and is re-raised: Ray records the trial as
 errored, Optuna as failed, and the sweep goes on.
+
+Faults: each round's report carries a checkpoint (the model's state after the round). A trial
+that Ray restarts (its worker died and FailureConfig allows a retry, or the sweep was resumed
+after its driver was killed) gets that checkpoint back, continues after that round where its
+schedule can (`Schedule.continues_after`), and records into the MLflow run it started before.
+An error the trial raised itself is not worth retrying: see `_record_failure`.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +24,13 @@ from typing import Any
 import torch
 from ray import tune
 
+from sparsetune.atomic import atomic_write_bytes
 from sparsetune.config import DataConfig, TrainConfig, TrialConfig
 from sparsetune.identity import trial_hash
+from sparsetune.pruning import METHODS
 from sparsetune.search.space import params_from_flat
 from sparsetune.train.dense_cache import CachedDense
-from sparsetune.trial import RoundResult, run_trial
+from sparsetune.trial import RoundResult, TrialContext, start_trial
 
 
 @dataclass(frozen=True)
@@ -57,19 +68,37 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
     config_hash = trial_hash(config)
     trial_id = tune.get_context().get_trial_id()
     workdir = template.sweep_dir / "trials" / trial_id
-    run = _start_child_run(template, config, config_hash, trial_id, workdir)
+    _raise_recorded_failure(workdir)
+    restored = _restored_round(tune.get_checkpoint())
+    run = _child_run(template, config, config_hash, trial_id, workdir)
+    schedule = METHODS[config.method](config.method_config()).schedule()
+    if restored is not None and schedule.finished_after(restored[0]):
+        # Killed after its last report, before Ray saw it end: Ray's last result is that
+        # report (restored with the checkpoint), so there is nothing to run again.
+        if run is not None:
+            run.finish()
+        return
+    context: TrialContext | None = None
 
     def on_round(result: RoundResult) -> None:
         if run is not None:
             run.record_round(result)
-        tune.report(
-            result.metrics()
-            | {
-                "config_hash": config_hash,
-                "run_id": run.run_id if run else "",
-                "method": config.method,
-            }
-        )
+        metrics = result.metrics() | {
+            "config_hash": config_hash,
+            "run_id": run.run_id if run else "",
+            "method": config.method,
+        }
+        # Each round is a checkpoint: a trial whose worker dies, or whose sweep's driver is
+        # killed, continues after its last reported round (CheckpointConfig(num_to_keep=1) in
+        # the sweep also makes each checkpoint save Ray's experiment state at once).
+        assert context is not None  # on_round is only called from context.run()
+        state, counters = context.round_state()
+        with tempfile.TemporaryDirectory(prefix="sparsetune-round-") as folder:
+            torch.save(state, Path(folder) / CHECKPOINT_STATE)
+            (Path(folder) / CHECKPOINT_ROUND).write_text(
+                json.dumps({"round": result.round, **counters})
+            )
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     def on_dense(dense: CachedDense) -> None:
         if run is not None:  # shows that trials share the cached dense stage
@@ -78,19 +107,83 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
             )
 
     try:
-        run_trial(
+        context = start_trial(
             config,
             cache_dir=template.cache_dir,
             workdir=workdir,
             on_round=on_round,
             on_dense=on_dense,
         )
+        if restored is not None and schedule.continues_after(restored[0]):
+            context.restore_round(restored[1], restored[2], restored[0])
+        context.run()
         if run is not None:
             run.finish()
     except BaseException as error:
+        if isinstance(error, Exception):
+            _record_failure(workdir, error)
         if run is not None:
             run.fail(error)
         raise
+
+
+CHECKPOINT_STATE = "state.pt"
+CHECKPOINT_ROUND = "round.json"
+FAILURE_FILE = "failure.pickle"
+
+
+def _restored_round(
+    checkpoint: tune.Checkpoint | None,
+) -> tuple[int, dict[str, torch.Tensor], dict[str, int]] | None:
+    """(round, model state, counters) of the checkpoint Ray restarted this trial from, if any."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        counters = json.loads((Path(folder) / CHECKPOINT_ROUND).read_text())
+        state = torch.load(Path(folder) / CHECKPOINT_STATE, weights_only=True)
+    return int(counters.pop("round")), state, counters
+
+
+def _record_failure(workdir: Path, error: Exception) -> None:
+    """Keep the trial's own error (a bad config, a loss gone NaN) in its folder.
+
+    Ray retries a failed trial up to FailureConfig(max_failures) times, and cannot tell a worker
+    that died (worth retrying from the checkpoint) from an error the trial raised (the same again
+    on every try). So the trial tells: a retry that finds this file raises the same error at
+    once, without training, and the trial ends failed with its reason."""
+    try:
+        payload = pickle.dumps(error)
+        pickle.loads(payload)
+    except Exception:
+        payload = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(workdir / FAILURE_FILE, payload)
+
+
+def _raise_recorded_failure(workdir: Path) -> None:
+    path = workdir / FAILURE_FILE
+    if path.is_file():
+        raise pickle.loads(path.read_bytes())
+
+
+def _child_run(
+    template: TrialTemplate, config: TrialConfig, config_hash: str, trial_id: str, workdir: Path
+):
+    """The trial's MLflow child run: the one it started before, when Ray restarted it (same Ray
+    trial id, tag `ray_trial_id`), else a new one. So a retried or resumed trial never records
+    a second run."""
+    if template.tracking_uri is None or template.experiment_id is None:
+        return None
+    from sparsetune.tracking.mlflow_store import MlflowStore
+    from sparsetune.tracking.trial_run import TrialRun
+
+    store = MlflowStore(template.tracking_uri, template.experiment_id)
+    name = f"{config.method}-{trial_id}"
+    if template.parent_run_id is not None:
+        earlier = store.find_child(template.parent_run_id, "ray_trial_id", trial_id)
+        if earlier is not None:
+            return TrialRun.resume(earlier, workdir, name)
+    return _start_child_run(template, config, config_hash, trial_id, workdir)
 
 
 def _start_child_run(
@@ -108,5 +201,6 @@ def _start_child_run(
         config_hash,
         workdir,
         parent=template.parent_run_id,
-        tags={"ray_trial_id": trial_id},
+        # Read back in the worker: the thread count the trial really trains with (its CPU share).
+        tags={"ray_trial_id": trial_id, "torch_threads": str(torch.get_num_threads())},
     )

@@ -77,6 +77,18 @@ class MlflowRun:
     def finish(self, failed: bool = False) -> None:
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
 
+    def reopen(self) -> None:
+        """Mark a run that a resumed sweep continues as running again (no end time)."""
+        self.client.update_run(self.run_id, status="RUNNING")
+
+    def exists(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(self.run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
 
 class MlflowStore:
     """A tracking URI and one experiment in it."""
@@ -127,3 +139,13 @@ class MlflowStore:
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
         )
         return {run.data.tags[tag]: run.info.run_id for run in runs if tag in run.data.tags}
+
+    def find_child(self, parent_run_id: str, tag: str, value: str) -> MlflowRun | None:
+        """The parent's child run whose `tag` is `value` (the oldest if several), or None: how a
+        trial restarted by Ray (same trial id) finds the run it recorded into before."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{tag}` = '{value}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        return MlflowRun(self.client, runs[0].info.run_id) if runs else None

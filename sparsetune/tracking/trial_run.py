@@ -7,10 +7,12 @@ child run of the sweep) and by `sparsetune prune` (a run of its own)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from pathlib import Path
 
+from sparsetune.atomic import atomic_write_text
 from sparsetune.config import TrialConfig
 from sparsetune.tracking.mlflow_store import MlflowRun, MlflowStore
 from sparsetune.trial import RoundResult
@@ -24,13 +26,16 @@ def write_round_files(result: RoundResult, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / f"round-{result.round}-layers.csv"
     rows = [layer.as_row() for layer in result.report.layers]
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    # Atomic: a worker killed mid-write must not leave a table cut short for the MLflow upload
+    # of its retry (or for a reader) to pick up.
+    atomic_write_text(table, text.getvalue())
     architecture = folder / f"round-{result.round}-architecture.json"
-    architecture.write_text(
-        json.dumps({"architecture": result.architecture, "layers": rows}, indent=2)
+    atomic_write_text(
+        architecture, json.dumps({"architecture": result.architecture, "layers": rows}, indent=2)
     )
     return [table, architecture]
 
@@ -64,10 +69,28 @@ class TrialRun:
         run.log_params({"method": config.method, **config.method_config().model_dump()})
         return cls(run, workdir, name)
 
+    @classmethod
+    def resume(cls, run: MlflowRun, workdir: Path, name: str = "") -> TrialRun:
+        """Continue the run of a trial that Ray restarted (its worker died, or the sweep's driver
+        was killed and resumed): the same run, marked running again, with the rounds it already
+        holds, so that a round recorded before is not recorded twice."""
+        recorded: dict[int, dict[str, float]] = {}
+        for key in CURVE_KEYS:
+            for point in run.client.get_metric_history(run.run_id, key):
+                recorded.setdefault(int(point.step), {})[key] = point.value
+        trial_run = cls(run, workdir, name)
+        trial_run.rounds = [recorded[step] for step in sorted(recorded)]
+        restarts = int(run.client.get_run(run.run_id).data.tags.get("restarts", "0")) + 1
+        run.reopen()
+        run.set_tags({"restarts": str(restarts)})  # how often the trial was continued
+        return trial_run
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self.run.set_tags(tags)
 
     def record_round(self, result: RoundResult) -> None:
+        if any(int(row["round"]) == result.round for row in self.rounds if "round" in row):
+            return  # recorded before a restart; the restarted trial computed it again
         files = [result.ticket_path, *write_round_files(result, self.workdir)]
         self.run.log_metrics(result.metrics(), step=result.round)
         # A tag shows in the runs table and on the run page without opening an artifact.

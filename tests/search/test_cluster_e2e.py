@@ -1,0 +1,207 @@
+"""A sweep on a real two-node Ray cluster on this machine, joined with --address, with its result
+folders under --storage, that loses a node in the middle and still accounts for every trial.
+
+The nodes are `ray start --block` processes, each in a session of its own, so that the test
+stops exactly what it started: the worker node's process group is killed with SIGKILL (a machine
+that dies, not one that shuts down), the head's is stopped at the end, whatever happens."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import SYNTHETIC_RUN, sweep_runs
+
+pytestmark = pytest.mark.slow
+
+# Long enough trials (two rounds of two retraining epochs) for the kill to land in one.
+LONG_TRIAL_SPACE = """
+train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
+methods:
+  magnitude:
+    criterion: global
+    sparsity: {low: 0.3, high: 0.95}
+    rounds: 2
+    retrain_epochs: 2
+"""
+TRIALS = 3
+RAY_CLI = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ray_node(*arguments: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            RAY_CLI,
+            "start",
+            "--block",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            *arguments,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def _wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 120) -> None:
+    """Until `ray status` lists `count` live nodes: a trial placed before the worker node
+    joins would run on the head, and the test would never see two at once."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = subprocess.run(
+            [RAY_CLI, "status", f"--address={address}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        active = status.partition("Active:")[2].partition("Pending:")[0]
+        if len(re.findall(r"\bnode_[0-9a-f]+", active)) >= count:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the cluster never had {count} nodes:\n{status}")
+
+
+def _stop(process: subprocess.Popen | None, sig: signal.Signals) -> None:
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
+def test_a_sweep_on_two_nodes_survives_losing_one(tmp_path):
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    token = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # A dead node is noticed after a few missed health checks: a second apart, not Ray's default.
+    node_env = {
+        **os.environ,
+        **token,
+        "RAY_AUTH_MODE": "token",
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+    }
+    # Ray's Unix sockets must fit 107 bytes: a short folder, not pytest's deep tmp_path.
+    ray_temp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))
+    (tmp_path / "space.yaml").write_text(LONG_TRIAL_SPACE)
+    storage = tmp_path / "shared"  # what would be an NFS mount on real machines
+    head = worker = sweep = None
+    stderr_lines: list[str] = []
+    both_running = threading.Event()
+    try:
+        head = _ray_node(
+            "--head",
+            f"--port={port}",
+            "--include-dashboard=false",  # a head-only option: a worker node refuses it
+            f"--temp-dir={ray_temp}",
+            env=node_env,
+        )
+        worker = _ray_node(f"--address={address}", f"--temp-dir={ray_temp}", env=node_env)
+        _wait_for_nodes(address, 2, node_env)
+        sweep = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sparsetune.cli",
+                "search",
+                *SYNTHETIC_RUN,
+                "--trials",
+                str(TRIALS),
+                "--max-concurrent",
+                "2",
+                # Two CPUs a trial on nodes of two: one trial per node, so two running trials
+                # means one of them runs on the worker node.
+                "--cpus-per-trial",
+                "2",
+                "--space",
+                str(tmp_path / "space.yaml"),
+                "--experiment",
+                "cluster-loss",
+                "--address",
+                address,
+                "--storage",
+                str(storage),
+            ],
+            cwd=tmp_path,
+            env={**os.environ, **token, "SPARSETUNE_OFFLINE": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def read_progress() -> None:
+            for line in sweep.stderr:
+                stderr_lines.append(line)
+                if re.search(r"\b2 running\b", line):
+                    both_running.set()
+
+        reader = threading.Thread(target=read_progress, daemon=True)
+        reader.start()
+        assert both_running.wait(150), "two trials never ran at once:\n" + "".join(stderr_lines)
+        time.sleep(1.5)  # into the trials' training
+        _stop(worker, signal.SIGKILL)
+
+        sweep.wait(240)
+        reader.join(30)  # the reader holds stderr: it reads to the end once the sweep exits
+        log = "".join(stderr_lines)
+        assert sweep.returncode == 0, log[-4000:]
+    finally:
+        if sweep is not None and sweep.poll() is None:
+            sweep.kill()
+            sweep.wait(30)
+        _stop(worker, signal.SIGKILL)
+        _stop(head, signal.SIGTERM)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+    # --storage holds the sweep folder, the dense cache and Ray's results.
+    out = storage / "cluster-loss"
+    assert (out / "pareto.json").is_file() and (out / "ray").is_dir()
+    assert len([p for p in (storage / "cache" / "dense").iterdir() if p.is_dir()]) == 1
+
+    # Every trial accounted for: finished, or failed with a reason; none lost.
+    meta = json.loads((out / "pareto.json").read_text())
+    counts = meta["trials"]
+    assert counts["finished"] + counts["failed"] == TRIALS, (counts, log[-3000:])
+    with (out / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    finished = {r["trial_id"] for r in rows if r["status"] == "ok"}
+    failed = {r["trial_id"]: r["error"] for r in rows if r["status"] == "failed"}
+    assert len(failed) == counts["failed"]
+    assert all(reason.strip() for reason in failed.values()), failed
+    assert len(finished | set(failed)) == TRIALS, rows
+    # The kill hit a running trial: it failed with its reason, or Ray retried it (FailureConfig)
+    # and wrote the node's death into the trial's error file first.
+    errors = [f.read_text() for f in (out / "ray").rglob("error.txt")]
+    assert failed or any("node has died" in text for text in errors), (errors, log[-3000:])
+    assert f"{counts['finished']} done, 0 running, {counts['failed']} failed of {TRIALS}" in log
+
+    # Each trial trained with as many torch threads as it holds CPUs, read inside the worker.
+    _, _, children = sweep_runs(out, "cluster-loss")
+    assert len(children) >= TRIALS
+    assert {c.data.tags["torch_threads"] for c in children} == {"2"}

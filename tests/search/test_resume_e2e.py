@@ -1,0 +1,261 @@
+"""End to end: a sweep whose driver is killed with SIGKILL mid-sweep, then resumed with
+`--resume DIR`, ends with each of its trials counted once in Ray's results, in MLflow and in
+the Optuna study, under the parent run it started with."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from cli_helpers import SWEEP_COMMON, run_cli, sweep_rows, sweep_runs
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 6
+EXPERIMENT = "resume"
+# Iterative magnitude pruning over 2 or 3 rounds: a trial killed mid-way has a round's checkpoint
+# to continue from.
+SPACE = """
+train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
+methods:
+  magnitude:
+    criterion: global
+    sparsity: {low: 0.3, high: 0.95}
+    rounds: {low: 2, high: 3}
+    retrain_epochs: 1
+"""
+
+
+def _completed_trials(out: Path) -> int:
+    """COMPLETE trials in the sweep's study, read straight from SQLite (never blocks the sweep)."""
+    database = out / "optuna.db"
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM trials WHERE state = 'COMPLETE'"
+            ).fetchone()[0]
+    except sqlite3.Error:  # tables not created yet
+        return 0
+
+
+def _trials_with_a_round(out: Path) -> int:
+    return len(list((out / "trials").glob("*/round-1.safetensors")))
+
+
+def _kill_processes_under(folder: Path) -> None:
+    """SIGKILL the processes whose command line names `folder`: the Ray of the killed driver
+    (GCS, raylet, their helpers), which ran with `folder` as its temp dir. Only this test's
+    Ray: another Ray on the machine has another temp dir. Its workers exit with their raylet."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in command:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "sweep"
+    arguments = [
+        *SWEEP_COMMON,
+        "--trials",
+        str(TRIALS),
+        "--space",
+        str(tmp_path / "space.yaml"),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--experiment",
+        EXPERIMENT,
+    ]
+    # Ray's sockets need a short path; a folder of its own also names exactly this test's Ray.
+    ray_temp = Path(tempfile.mkdtemp(prefix="st-resume-", dir="/tmp"))
+    env = {"RAY_TMPDIR": str(ray_temp)}
+    log = (tmp_path / "killed.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sparsetune.cli", "search", *arguments],
+        cwd=tmp_path,
+        env={**os.environ, "SPARSETUNE_OFFLINE": "1", **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # Killed once two trials finished and another is mid-way: it reported a round (its
+        # round-1 ticket is there) and has not finished.
+        deadline = time.monotonic() + 240
+        while not (2 <= _completed_trials(out) < _trials_with_a_round(out)):
+            assert driver.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no two trials finished in time"
+            time.sleep(0.2)
+        time.sleep(1)  # Ray saves its state at its next step after a checkpoint
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        _kill_processes_under(ray_temp)
+        log.close()
+    state = json.loads((out / "sweep-state.json").read_text())
+    assert state["status"] == "running"
+    parent_before = state["parent_run_id"]
+    assert _completed_trials(out) < TRIALS, "the sweep ended before it was killed"
+
+    try:
+        # The same --out with other options: refused, one line, exit 2, nothing run.
+        changed = run_cli(
+            "search",
+            *arguments,
+            "--objective",
+            "max-acc",
+            "--min-compression",
+            "10",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert changed.returncode == 2, changed.stderr
+        assert "unfinished sweep" in changed.stderr and "--objective" in changed.stderr
+
+        resumed = run_cli("search", "--resume", str(out), cwd=tmp_path, env=env, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming sweep" in resumed.stderr
+    finally:
+        _kill_processes_under(ray_temp)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+    # Ray's results as the sweep wrote them: each trial finished once, none failed.
+    summary = json.loads((out / "pareto.json").read_text())
+    assert summary["trials"]["finished"] == TRIALS
+    assert summary["trials"]["failed"] == 0
+    rows = sweep_rows(out)
+    assert len({r["trial_id"] for r in rows if r["status"] == "ok"}) == TRIALS
+    assert len({(r["trial_id"], r["round"]) for r in rows}) == len(rows)  # no round twice
+
+    # MLflow: the one parent run of the first start, one finished child run per trial.
+    client, parents, children = sweep_runs(out, EXPERIMENT)
+    assert [p.info.run_id for p in parents] == [parent_before]
+    assert parents[0].info.status == "FINISHED"
+    trial_ids = [c.data.tags["ray_trial_id"] for c in children]
+    assert len(trial_ids) == len(set(trial_ids)) == TRIALS
+    assert {c.info.status for c in children} == {"FINISHED"}
+    # The trial killed mid-way continued in its own run, each round recorded once.
+    assert any("restarts" in c.data.tags for c in children)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "compression")]
+        own = sorted(int(r["round"]) for r in rows if r["run_id"] == child.info.run_id)
+        assert sorted(steps) == own
+    assert set(trial_ids) == {r["trial_id"] for r in rows}
+    assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
+
+    # Optuna: the study of the first start holds each trial once as COMPLETE; nothing is left
+    # RUNNING (a trial Ray lost at the kill is FAIL, marked sparsetune_lost).
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    (study_name,) = optuna.get_all_study_names(storage)
+    assert study_name == state["study_name"]
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == TRIALS
+    assert optuna.trial.TrialState.RUNNING not in states
+    for trial in study.trials:
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            assert trial.state == optuna.trial.TrialState.FAIL
+            assert "sparsetune_lost" in trial.user_attrs
+    assert {
+        t.user_attrs["config_hash"]
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    } == {c.data.tags["config_hash"] for c in children}
+
+    # The state file says finished; the same command again does nothing.
+    assert json.loads((out / "sweep-state.json").read_text())["status"] == "finished"
+    again = run_cli("search", *arguments, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "has finished; nothing to do" in again.stderr
+
+
+def _trial_workers(ray_temp: Path) -> list[int]:
+    """Pids of the Ray actors running trials of the Ray whose temp dir is `ray_temp` (set by the
+    test in RAY_TMPDIR, which the raylet passes on to its workers)."""
+    marker = f"RAY_TMPDIR={ray_temp}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        busy = title.startswith(b"ray::") and b"IDLE" not in title and b"Agent" not in title
+        if busy and marker in environment:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "sweep"
+    ray_temp = Path(tempfile.mkdtemp(prefix="st-retry-", dir="/tmp"))
+    env = {**os.environ, "SPARSETUNE_OFFLINE": "1", "RAY_TMPDIR": str(ray_temp)}
+    command = [sys.executable, "-m", "sparsetune.cli", "search", *SWEEP_COMMON]
+    command += ["--trials", "2", "--space", str(tmp_path / "space.yaml"), "--out", str(out)]
+    command += ["--cache-dir", str(tmp_path / "cache"), "--experiment", EXPERIMENT]
+    log = (tmp_path / "sweep.log").open("w")
+    driver = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (_trials_with_a_round(out) >= 1 and _completed_trials(out) == 0):
+            assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial reported a round in time"
+            time.sleep(0.2)
+        time.sleep(1)
+        workers = _trial_workers(ray_temp)
+        assert workers, "found no trial worker to kill"
+        os.kill(workers[0], signal.SIGKILL)
+        assert driver.wait(300) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        _kill_processes_under(ray_temp)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+        log.close()
+
+    summary = json.loads((out / "pareto.json").read_text())
+    assert summary["trials"] | {"infeasible": 0} == {
+        "requested": 2,
+        "finished": 2,
+        "failed": 0,
+        "infeasible": 0,
+    }
+    client, parents, children = sweep_runs(out, EXPERIMENT)
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert [c.data.tags.get("restarts") for c in children].count("1") == 1
+    rows = sweep_rows(out)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "compression")]
+        assert sorted(steps) == sorted(
+            int(r["round"]) for r in rows if r["run_id"] == child.info.run_id
+        )

@@ -1,0 +1,65 @@
+"""deploy/rayjob.yaml stays in step with the CLI: its entrypoint is a `sparsetune search` that
+joins the cluster (`--address auto`), and every option in it is one that `search` has."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+import yaml
+
+from sparsetune.cli import app
+from sparsetune.config import SweepConfig
+
+MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "rayjob.yaml"
+
+
+def _documents() -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(MANIFEST.read_text())}
+
+
+def _search_command():
+    return typer.main.get_command(app).commands["search"]
+
+
+def test_the_rayjob_runs_sparsetune_search_on_the_cluster():
+    job = _documents()["RayJob"]
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:2] == ["sparsetune", "search"]
+    assert "--address auto" in " ".join(words)
+    assert "--storage" in words
+
+    known = {name for param in _search_command().params for name in param.opts}
+    given = [word for word in words[2:] if word.startswith("--")]
+    assert set(given) <= known, set(given) - known
+
+    # Parsed as the CLI parses it, and valid as a sweep (without running anything).
+    context = _search_command().make_context("search", words[2:])
+    values = {k: v for k, v in context.params.items() if v is not None}
+    sweep = SweepConfig.model_validate({k: v for k, v in values.items() if v is not None})
+    assert sweep.address == "auto" and sweep.storage_dir == Path("/mnt/shared/sparsetune")
+    assert sweep.gpus_per_trial == 0.25
+
+
+def test_every_pod_mounts_the_shared_volume_and_sends_the_token():
+    documents = _documents()
+    claim = documents["PersistentVolumeClaim"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    cluster = documents["RayJob"]["spec"]["rayClusterSpec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        pod = group["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            name = mounts["/mnt/shared"]
+            assert volumes[name]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token" and "RAY_AUTH_TOKEN" in env
+    gpus = [
+        c["resources"]["limits"].get("nvidia.com/gpu")
+        for group in cluster["workerGroupSpecs"]
+        for c in group["template"]["spec"]["containers"]
+    ]
+    assert all(gpus), "the worker groups hold the GPUs the trials ask for"
