@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+# `sparsetune sweep`'s exit codes, distinct so that a cron wrapper can tell them apart (1 is a
+# failure: an uncaught error, a sweep that did not run to its end).
+EXIT_FINISHED = 0  # a new sweep ran to its end
+EXIT_RESUMED = 10  # an unfinished sweep was resumed and ran to its end
+EXIT_NOTHING_TO_DO = 11  # finished already, and the spec starts no new sweep now
 
 
 class BadInput(Exception):
@@ -130,8 +135,6 @@ def search(
     ] = None,
 ) -> None:
     """Search pruning methods and their knobs; print and save the Pareto front."""
-    from rich.console import Console
-
     given = {
         "model": model,
         "objective": objective,
@@ -168,7 +171,14 @@ def search(
     if unfinished is not None:
         _check_same_sweep(unfinished, sweep, space_model, resume)
     _check_writable(sweep.sweep_dir, "--out")
-    enqueued = _checked_enqueue(sweep, space_model)
+    _run_search(sweep, space_model, unfinished, _checked_enqueue(sweep, space_model))
+
+
+def _run_search(sweep, space_model, unfinished, enqueued: list[dict] | None):
+    """Run a checked sweep (new, or continuing `unfinished`) and print its front: `search`'s
+    and `sweep`'s common path. Its own checks (data, device, GPUs, cluster) come first."""
+    from rich.console import Console
+
     splits = _checked_data(sweep)
     _checked_device(sweep.device)
     _checked_gpus(sweep)
@@ -222,6 +232,87 @@ def search(
         f"sparsetune report {outcome.sweep_dir}",
         highlight=False,
     )
+    return outcome
+
+
+SWEEP_EPILOG = (
+    "Exit codes: 0 a new sweep ran to its end; 10 an unfinished sweep was resumed and ran to "
+    "its end; 11 nothing to do (the sweep has finished and new_sweep starts no new one now); "
+    "2 bad input (nothing written); 1 failed. --dry-run exits with the code it would."
+)
+
+
+@app.command(epilog=SWEEP_EPILOG)
+def sweep(
+    spec_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.yaml", help="a sweep spec (docs/cluster.md)", show_default=False
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what it would do (resume, start, nothing)")
+    ] = False,
+) -> int:
+    """Run the sweep a spec file describes; run it again (cron) to resume or repeat it."""
+    from sparsetune.search.scheduled import plan_sweep, warm_start
+    from sparsetune.search.spec import load_spec
+    from sparsetune.search.state import read_state
+
+    try:
+        loaded = load_spec(spec_file)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    spec, name = loaded.spec, loaded.path
+    # Every model's plan and inputs are checked before the first sweep runs.
+    steps = []
+    for model in spec.model_names:
+        try:
+            plan = plan_sweep(loaded.base_dir(model), spec.new_sweep)
+            config = loaded.sweep_config(model, plan.folder)
+            state = read_state(plan.folder) if plan.action == "resume" else None
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        space = _checked_space(config)
+        points = None
+        if state is not None:
+            changed = [
+                c.removeprefix("--").replace("-", "_") for c in state.differences(config, space)
+            ]
+            if changed:
+                raise BadInput(
+                    f"{name}: the unfinished sweep in {plan.folder} has other "
+                    f"{', '.join(changed)}; restore them in the spec, or move that folder away "
+                    "to start anew"
+                )
+        if plan.action == "start":
+            _check_writable(plan.folder, "out")
+            if spec.warm_start and plan.earlier:
+                warm = warm_start(plan.earlier, space)
+                for note in warm.skipped:
+                    print(f"sparsetune: warm start skipped {note}", file=sys.stderr)
+                points = warm.points or None
+        print(
+            plan.describe(model)
+            + (f", warm-started with {len(points)} earlier front points" if points else ""),
+            file=sys.stderr,
+        )
+        steps.append((plan, config, space, state, points))
+
+    actions = {plan.action for plan, *_ in steps}
+    code = (
+        EXIT_NOTHING_TO_DO
+        if actions == {"nothing"}
+        else EXIT_RESUMED
+        if "resume" in actions
+        else EXIT_FINISHED
+    )
+    if dry_run:
+        return code
+    for plan, config, space, state, points in steps:
+        if plan.action != "nothing":
+            _run_search(config, space, state, points)
+    return code
 
 
 @app.command()

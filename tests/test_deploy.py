@@ -1,5 +1,6 @@
 """deploy/rayjob.yaml stays in step with the CLI: its entrypoint is a `sparsetune search` that
-joins the cluster (`--address auto`), and every option in it is one that `search` has."""
+joins the cluster (`--address auto`), and every option in it is one that `search` has.
+deploy/cronjob.yaml runs `sparsetune sweep` on the spec its ConfigMap mounts, a valid spec."""
 
 from __future__ import annotations
 
@@ -63,3 +64,35 @@ def test_every_pod_mounts_the_shared_volume_and_sends_the_token():
         for c in group["template"]["spec"]["containers"]
     ]
     assert all(gpus), "the worker groups hold the GPUs the trials ask for"
+
+
+CRONJOB = MANIFEST.with_name("cronjob.yaml")
+
+
+def test_the_cronjob_runs_sparsetune_sweep_on_its_mounted_spec(tmp_path):
+    from sparsetune.search.spec import load_spec
+
+    documents = {doc["kind"]: doc for doc in yaml.safe_load_all(CRONJOB.read_text())}
+    cron = documents["CronJob"]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    words = shlex.split(container["command"][-1])
+    at = words.index("sparsetune")
+    assert words[at + 1] == "sweep"
+    spec_path = Path(words[at + 2].rstrip(";"))
+
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (spec_volume,) = [n for n, v in volumes.items() if "configMap" in v]
+    assert spec_path.parent == Path(mounts[spec_volume])
+    config_map = documents["ConfigMap"]
+    assert volumes[spec_volume]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == "sparsetune-shared"
+
+    # The spec is valid as `sparsetune sweep` reads it (nothing runs), and keeps its sweeps on
+    # the shared volume.
+    (tmp_path / spec_path.name).write_text(config_map["data"][spec_path.name])
+    loaded = load_spec(tmp_path / spec_path.name)
+    assert loaded.out.is_relative_to(mounts["shared"])
+    assert loaded.spec.new_sweep == "daily"

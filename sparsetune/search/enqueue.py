@@ -65,8 +65,14 @@ def load_points(path: Path, space: SearchSpace, model: str) -> Enqueued:
         if method not in space.methods:
             result.skipped.append(f"{method} (not in this sweep)")
             continue
-        result.points.append(_flat_point(where, space, method, point.get("params") or {}))
+        result.points.append(flat_point(where, space, method, point.get("params") or {}))
     return result
+
+
+def flat_point(where: str, space: SearchSpace, method: str, params: dict) -> dict[str, Any]:
+    """The flat Optuna parameters of one point of `method` (already known to be in `space`);
+    a one-line ValueError, starting with `where`, when it does not fit the space."""
+    return _flat_point(where, space, method, params)
 
 
 def _flat_point(where: str, space: SearchSpace, method: str, params: dict) -> dict[str, Any]:

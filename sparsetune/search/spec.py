@@ -1,0 +1,146 @@
+"""A sweep spec (`sparsetune sweep FILE.yaml`): a sweep described once, in a file, so that the
+same command run again (from cron, a Kubernetes CronJob) continues or repeats it.
+
+The spec is validated at the edge, like `SweepConfig`, and translated into one `SweepConfig`
+per model: its own checks run on each, and their errors name the spec file and the field.
+Paths in the spec are relative to the spec file's folder, not to wherever cron runs it. No Ray,
+Optuna or torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from sparsetune.config import (
+    Device,
+    Frozen,
+    SweepConfig,
+    describe_validation_error,
+    looks_like_uri,
+    register_for_messages,
+)
+
+NewSweep = Literal["never", "daily", "always"]
+
+
+class SweepSpec(Frozen):
+    """The keys of a sweep spec file; see docs/cluster.md for an example."""
+
+    model: str | None = None
+    models: list[str] | None = Field(None, min_length=1, description="one sweep per model")
+    dataset: str
+    space: Path | None = None
+    methods: list[str] | None = None
+    objective: str = "pareto"
+    min_compression: float | None = None
+    max_drop: float | None = None
+    sampler: str = "auto"
+    early_stop: str = "auto"
+    trials: int = Field(8, ge=1)
+    budget_minutes: float | None = Field(None, gt=0)
+    max_concurrent: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float | None = Field(None, ge=0)
+    address: str | None = None
+    storage: str | None = None
+    out: Path | None = None
+    cache_dir: Path | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = Field(None, min_length=1)
+    data_dir: Path | None = None
+    subset: int | None = Field(None, ge=1)
+    val_size: int = Field(5000, ge=1)
+    epochs: int | None = Field(None, ge=0)
+    seed: int = 0
+    device: Device = "auto"
+    new_sweep: NewSweep = "never"
+    warm_start: bool = True
+
+    @model_validator(mode="after")
+    def _one_model_key(self) -> SweepSpec:
+        if (self.model is None) == (self.models is None):
+            raise ValueError("give either `model: NAME` or `models: [NAME, ...]`, not both")
+        if self.models is not None and len(set(self.models)) != len(self.models):
+            raise ValueError("models: a model is listed twice")
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self.model] if self.model is not None else list(self.models or [])
+
+
+register_for_messages(SweepSpec)
+
+
+class LoadedSpec:
+    """A validated spec and where it lives: its folder anchors the spec's relative paths."""
+
+    def __init__(self, path: Path, spec: SweepSpec) -> None:
+        self.path = path
+        self.spec = spec
+
+    @property
+    def out(self) -> Path:
+        """The folder holding this spec's sweeps [default: sparsetune-runs/<experiment>]."""
+        name = self.spec.experiment or self.path.stem
+        return self._anchored(self.spec.out or Path("sparsetune-runs") / name)
+
+    def base_dir(self, model: str) -> Path:
+        """The folder of `model`'s sweeps: `out`, or `out/<model>` when the spec lists models."""
+        return self.out if self.spec.model is not None else self.out / model
+
+    def sweep_config(self, model: str, folder: Path) -> SweepConfig:
+        """The `SweepConfig` of `model`'s sweep in `folder`; ValueError naming file and field."""
+        spec = self.spec
+        values = spec.model_dump(
+            exclude={"model", "models", "new_sweep", "warm_start"}, exclude_none=True
+        )
+        for key in ("space", "data_dir", "cache_dir"):
+            if key in values:
+                values[key] = self._anchored(values[key])
+        if spec.storage is not None and not looks_like_uri(spec.storage):
+            values["storage"] = str(self._anchored(Path(spec.storage)))
+        values |= {"model": model, "out": folder}
+        try:
+            return SweepConfig.model_validate(values)
+        except ValidationError as error:
+            # A check across options names them as flags: name the spec's keys instead.
+            message = re.sub(
+                r"--([a-z][a-z-]*)",
+                lambda flag: flag[1].replace("-", "_"),
+                describe_validation_error(error),
+            )
+            raise ValueError(f"{self.path}: {message}") from None
+
+    def _anchored(self, path: Path) -> Path:
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (self.path.parent / path).resolve()
+
+
+def load_spec(path: Path) -> LoadedSpec:
+    """Read and validate a spec file (every model's SweepConfig included); one-line ValueError
+    naming the file and the field."""
+    path = Path(path).expanduser().resolve()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file; pass a sweep spec (docs/cluster.md)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder; pass a sweep spec file") from None
+    except yaml.YAMLError:
+        raise ValueError(f"{path}: not valid YAML; check indentation and colons") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of keys (model:, dataset:, ...)")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise ValueError(f"{path}: {describe_validation_error(error)}") from None
+    loaded = LoadedSpec(path, spec)
+    for model in spec.model_names:  # every model's sweep is checked before any runs
+        loaded.sweep_config(model, loaded.base_dir(model))
+    return loaded
