@@ -53,6 +53,22 @@ methods:
 SWEEP_COMMON = [*SYNTHETIC_RUN, "--max-concurrent", "2", "--seed", "0"]
 
 
+def sweep_arguments(
+    tmp_path: Path, space: str, trials: int, experiment: str
+) -> tuple[list[str], Path]:
+    """Write the space text to `tmp_path`; the `search` arguments of a sweep over it (seeded,
+    synthetic data, its own out and cache folders under `tmp_path`) and its out folder."""
+    (tmp_path / "space.yaml").write_text(space)
+    out = tmp_path / "sweep"
+    arguments = [
+        *SWEEP_COMMON,
+        *("--trials", str(trials), "--space", str(tmp_path / "space.yaml")),
+        *("--out", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--experiment", experiment),
+    ]
+    return arguments, out
+
+
 def run_sweep_cli(
     tmp_path: Path,
     space: str,
@@ -63,26 +79,8 @@ def run_sweep_cli(
     timeout: float = 600,
 ):
     """`sparsetune search` over the space text `space`; asserts success, returns (result, out)."""
-    (tmp_path / "space.yaml").write_text(space)
-    out = tmp_path / "sweep"
-    result = run_cli(
-        "search",
-        *SWEEP_COMMON,
-        "--trials",
-        str(trials),
-        "--space",
-        str(tmp_path / "space.yaml"),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--experiment",
-        experiment,
-        *extra,
-        cwd=tmp_path,
-        env=env,
-        timeout=timeout,
-    )
+    arguments, out = sweep_arguments(tmp_path, space, trials, experiment)
+    result = run_cli("search", *arguments, *extra, cwd=tmp_path, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result, out
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from cli_helpers import SWEEP_COMMON, run_cli, sweep_rows, sweep_runs
+from cli_helpers import SWEEP_COMMON, run_cli, sweep_arguments, sweep_rows, sweep_runs
 
 pytestmark = pytest.mark.slow
 
@@ -73,21 +73,7 @@ def _kill_processes_under(folder: Path) -> None:
 
 
 def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
-    (tmp_path / "space.yaml").write_text(SPACE)
-    out = tmp_path / "sweep"
-    arguments = [
-        *SWEEP_COMMON,
-        "--trials",
-        str(TRIALS),
-        "--space",
-        str(tmp_path / "space.yaml"),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--experiment",
-        EXPERIMENT,
-    ]
+    arguments, out = sweep_arguments(tmp_path, SPACE, TRIALS, EXPERIMENT)
     # Ray's sockets need a short path; a folder of its own also names exactly this test's Ray.
     ray_temp = Path(tempfile.mkdtemp(prefix="st-resume-", dir="/tmp"))
     env = {"RAY_TMPDIR": str(ray_temp)}
