@@ -12,11 +12,12 @@
   difference, and `sweep_seconds_saved` that difference times the trials of a sweep, less the one
   dense training that the sweep does.
 
-Real Fashion-MNIST (a `--subset` of the training set), LeNet-5, one dense epoch, then one-shot
-global magnitude pruning with one retraining epoch: every trial costs about the same.
+Real Fashion-MNIST (a `--subset` of the training set; `--dataset mnist` for MNIST), LeNet-5, one
+dense epoch, then one-shot global magnitude pruning with one retraining epoch: every trial costs
+about the same. `gpu_packing.py` times the same sweep on a GPU.
 
     .venv/bin/python benchmarks/sweep_throughput.py [--json] [--trials N] [--subset N]
-        [--repeats N] [--data-dir DIR]
+        [--repeats N] [--dataset NAME] [--data-dir DIR]
 
 With --json, stdout carries exactly one JSON object; everything else goes to stderr.
 """
@@ -55,49 +56,82 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def sweep_config(args, scratch: Path, name: str, concurrent: int, **overrides):
+    """The benchmark's sweep: `args.trials` trials of the fixed space, `concurrent` at a time,
+    every core shared among them; `overrides` set other `SweepConfig` fields (device, GPUs)."""
+    from sparsetune.config import DEFAULT_DATA_DIR, SweepConfig
+
+    fields = {
+        "model": MODEL,
+        "dataset": args.dataset,
+        "data_dir": args.data_dir or DEFAULT_DATA_DIR,
+        "subset": args.subset or None,
+        "trials": args.trials,
+        "max_concurrent": concurrent,
+        "cpus_per_trial": max(1, available_cores() // concurrent),
+        "space": scratch / "space.yaml",
+        "out": scratch / name,
+        "cache_dir": scratch / "cache",
+        "experiment": name,
+        "seed": SEED,
+        "device": "cpu",
+    }
+    return SweepConfig(**(fields | overrides))
+
+
+def prepare(args, scratch: Path, console, device: str = "cpu"):
+    """The space, the data and the dense stage (trained once, here, into the benchmark's cache),
+    shared by every timed sweep."""
+    import torch
+
+    from sparsetune.data import load_splits
+    from sparsetune.search.space import load_space
+    from sparsetune.search.sweep import prepare_dense
+
+    (scratch / "space.yaml").write_text(SPACE)
+    base = sweep_config(args, scratch, "warm-up", 1, device=device)
+    space = load_space(base.space)
+    splits = load_splits(base.data_config())
+    log(
+        f"torch {torch.__version__}, {available_cores()} cores; {MODEL} on {len(splits.train)} "
+        f"{args.dataset} training examples, {args.trials} trials per sweep"
+    )
+    torch.set_num_threads(available_cores())
+    return base, space, splits, prepare_dense(base, space, splits, console)
+
+
+def timed_sweep(sweep, space, dense, splits, console) -> dict:
+    """One real sweep (`run_sweep`, as `sparsetune search` runs it) on the Ray already up, timed
+    from the driver's side: finished trials, failures and trials per hour."""
+    from sparsetune.search.sweep import run_sweep
+
+    start = time.perf_counter()
+    outcome = run_sweep(sweep, space, dense, console, num_classes=splits.num_classes)
+    seconds = time.perf_counter() - start
+    done = len({row["trial_id"] for row in outcome.rows if row["status"] == "ok"})
+    log(f"  {done} trials in {seconds:.1f} s: {3600 * done / seconds:.0f} trials/hour")
+    return {
+        "seconds": seconds,
+        "trials_done": done,
+        "trials_failed": len(outcome.failures),
+        "trials_per_hour": 3600 * done / seconds,
+        "cpus_per_trial": sweep.cpus_per_trial,
+    }
+
+
 def run(args: argparse.Namespace, scratch: Path) -> dict:
     import ray
     import torch
     from rich.console import Console
 
-    from sparsetune.config import DEFAULT_DATA_DIR, SweepConfig, TrialConfig
-    from sparsetune.data import load_splits
-    from sparsetune.search.space import load_space
-    from sparsetune.search.sweep import dense_recipe, prepare_dense, run_sweep
+    from sparsetune.config import TrialConfig
+    from sparsetune.search.sweep import dense_recipe
     from sparsetune.trial import run_trial
 
     cores = available_cores()
     console = Console(stderr=True, width=160)
-    space_path = scratch / "space.yaml"
-    space_path.write_text(SPACE)
-    space = load_space(space_path)
-    cache = scratch / "cache"
-
-    def sweep_config(name: str, concurrent: int) -> SweepConfig:
-        return SweepConfig(
-            model=MODEL,
-            dataset="fashion-mnist",
-            data_dir=args.data_dir or DEFAULT_DATA_DIR,
-            subset=args.subset,
-            trials=args.trials,
-            max_concurrent=concurrent,
-            cpus_per_trial=max(1, cores // concurrent),
-            space=space_path,
-            out=scratch / name,
-            cache_dir=cache,
-            experiment=name,
-            seed=SEED,
-            device="cpu",
-        )
-
-    base = sweep_config("warm-up", 1)
-    splits = load_splits(base.data_config())
-    log(
-        f"torch {torch.__version__}, {cores} cores; {MODEL} on {len(splits.train)} Fashion-MNIST "
-        f"training examples, {args.trials} trials per sweep"
-    )
-    torch.set_num_threads(cores)
-    dense = prepare_dense(base, space, splits, console)  # trained once, here, into the cache
+    base, space, splits, dense = prepare(args, scratch, console)
+    cache = base.cache_dir
 
     # One Ray for both sweeps (run_sweep joins a Ray that is already up): its start-up is paid
     # once, outside the timings.
@@ -111,20 +145,9 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     sweeps: dict[int, dict] = {}
     try:
         for concurrent in (1, 2):
-            sweep = sweep_config(f"concurrent-{concurrent}", concurrent)
+            sweep = sweep_config(args, scratch, f"concurrent-{concurrent}", concurrent)
             log(f"sweep: {concurrent} at a time, {sweep.cpus_per_trial:g} CPUs a trial")
-            start = time.perf_counter()
-            outcome = run_sweep(sweep, space, dense, console, num_classes=splits.num_classes)
-            seconds = time.perf_counter() - start
-            done = len({row["trial_id"] for row in outcome.rows if row["status"] == "ok"})
-            sweeps[concurrent] = {
-                "seconds": seconds,
-                "trials_done": done,
-                "trials_failed": len(outcome.failures),
-                "trials_per_hour": 3600 * done / seconds,
-                "cpus_per_trial": sweep.cpus_per_trial,
-            }
-            log(f"  {done} trials in {seconds:.1f} s: {3600 * done / seconds:.0f} trials/hour")
+            sweeps[concurrent] = timed_sweep(sweep, space, dense, splits, console)
     finally:
         ray.shutdown()
 
@@ -188,25 +211,37 @@ def report(result: dict) -> str:
     )
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", default="fashion-mnist", help="mnist or fashion-mnist (default fashion-mnist)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the dataset lives")
+    parser.add_argument(
+        "--subset", type=int, default=12000, help="training examples, 0 for all (default 12000)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--trials", type=int, default=6, help="trials per sweep (default 6)")
-    parser.add_argument(
-        "--subset", type=int, default=12000, help="Fashion-MNIST training examples (default 12000)"
-    )
+    add_data_arguments(parser)
     parser.add_argument(
         "--repeats", type=int, default=3, help="cold/warm cache trial pairs (default 3)"
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="where Fashion-MNIST lives")
     args = parser.parse_args()
     if args.trials < 2:
         parser.error(f"--trials must be at least 2 (got {args.trials})")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1 (got {args.repeats})")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # as the CLI: no experiment box on stdout
+    run_and_print(args, run, report, "sweep-throughput-")
 
-    scratch = Path(tempfile.mkdtemp(prefix="sweep-throughput-"))
+
+def run_and_print(args: argparse.Namespace, run, report, prefix: str) -> None:
+    """`run(args, scratch)` in a scratch folder removed afterwards, everything it prints sent to
+    stderr; then the result on stdout: `report(result)`, or with --json the JSON object alone."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # as the CLI: no experiment box on stdout
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
     real_stdout = sys.stdout
     try:
         with contextlib.redirect_stdout(sys.stderr):

@@ -114,7 +114,8 @@ def search(
     address: Annotated[
         str | None,
         typer.Option(
-            help="join a running Ray cluster: auto or HOST:PORT of its head (docs/cluster.md) "
+            help="join a running Ray cluster: auto, HOST:PORT of its head, or ray://HOST:PORT "
+            "of its Ray Client server, which runs the sweep on the head (docs/cluster.md) "
             "[default: start a local Ray]"
         ),
     ] = None,
@@ -179,9 +180,13 @@ def _run_search(sweep, space_model, unfinished, enqueued: list[dict] | None):
     and `sweep`'s common path. Its own checks (data, device, GPUs, cluster) come first."""
     from rich.console import Console
 
-    splits = _checked_data(sweep)
-    _checked_device(sweep.device)
-    _checked_gpus(sweep)
+    from sparsetune.config import is_ray_client
+
+    through_client = is_ray_client(sweep.address)
+    if not through_client:  # under Ray Client the data and devices are the cluster's
+        splits = _checked_data(sweep)
+        _checked_device(sweep.device)
+        _checked_gpus(sweep)
 
     if sweep.address:
         _send_cluster_token_if_present()
@@ -193,18 +198,29 @@ def _run_search(sweep, space_model, unfinished, enqueued: list[dict] | None):
     width = None if sys.stdout.isatty() else 160
     progress = Console(stderr=True, width=width)
     try:
-        dense = prepare_dense(sweep, space_model, splits, progress)
+        if through_client:
+            from sparsetune.search.client import DataUnreadable, run_through_client
+
+            try:
+                outcome = run_through_client(
+                    sweep, space_model, enqueued=enqueued, resume=unfinished
+                )
+            except DataUnreadable as error:
+                raise BadInput(str(getattr(error, "cause", None) or error)) from None
+        else:
+            dense = prepare_dense(sweep, space_model, splits, progress)
+            outcome = run_sweep(
+                sweep,
+                space_model,
+                dense,
+                progress,
+                num_classes=splits.num_classes,
+                enqueued=enqueued,
+                resume=unfinished,
+            )
     except TrainingDiverged as error:
-        raise BadInput(f"the dense stage diverged ({error}); lower train.lr in the space") from None
-    outcome = run_sweep(
-        sweep,
-        space_model,
-        dense,
-        progress,
-        num_classes=splits.num_classes,
-        enqueued=enqueued,
-        resume=unfinished,
-    )
+        cause = getattr(error, "cause", None) or error  # a Ray task's error wraps it
+        raise BadInput(f"the dense stage diverged ({cause}); lower train.lr in the space") from None
 
     from sparsetune.report.tables import pareto_table
 
@@ -890,17 +906,25 @@ def _checked_cluster(address: str) -> None:
                 "was started on this machine); start one with `ray start --head` or pass "
                 "HOST:PORT (docs/cluster.md)"
             ) from None
-    host, _, port = where.rpartition(":")
-    if "://" in where or not port.isdigit():  # a form Ray resolves itself: leave it to Ray
+    client = where.startswith("ray://")
+    host, _, port = where.removeprefix("ray://").rpartition(":")
+    if "://" in host or not port.isdigit():  # a form Ray resolves itself: leave it to Ray
         return
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
             pass
     except OSError as error:
         reason = error.strerror or type(error).__name__
+        server = "Ray Client server" if client else "Ray head"
+        start = (
+            "`ray start --head` (its client server listens on --ray-client-server-port, 10001 "
+            "by default)"
+            if client
+            else "`ray start --head --port PORT`"
+        )
         raise BadInput(
-            f"--address {address}: no Ray head answers at {where} ({reason}); start one with "
-            "`ray start --head --port PORT` or check the address (docs/cluster.md)"
+            f"--address {address}: no {server} answers at {host}:{port} ({reason}); start one "
+            f"with {start} or check the address (docs/cluster.md)"
         ) from None
 
 

@@ -338,28 +338,30 @@ class SweepConfig(Frozen):
         return str(sweep_dir / "ray")
 
 
-# Ray's own address forms: "auto" (RAY_ADDRESS, else a cluster started on this machine) and
-# HOST:PORT (the head's GCS). Ray Client's ray://HOST:PORT is refused: under it Ray Tune runs the
-# Tuner, its callbacks and the searcher on the head, so the sweep's results would never reach the
-# driver that writes them (docs/cluster.md).
+# The address forms: Ray's "auto" (RAY_ADDRESS, else a cluster started on this machine) and
+# HOST:PORT (the head's GCS), and Ray Client's ray://HOST:PORT, under which the sweep's driver
+# runs on the head (sparsetune/search/client.py).
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
+RAY_CLIENT_PREFIX = "ray://"
 URI_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/")
 # Filesystems that pyarrow (Ray Tune's storage layer) resolves from a URI; file:// is a folder.
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
+def is_ray_client(address: str | None) -> bool:
+    return bool(address) and address.startswith(RAY_CLIENT_PREFIX)
+
+
 def check_ray_address(address: str) -> str:
     if address == "auto":
         return address
-    if address.startswith("ray://"):
-        raise ValueError(
-            "Ray Client (ray://) cannot run a sweep, whose results must come back to this "
-            "process; run sparsetune on a cluster node with --address auto or "
-            "HOST:PORT (the head's port, e.g. 6379), or as a RayJob (docs/cluster.md)"
-        )
-    match = _HOST_PORT.match(address)
+    host_port = address.removeprefix(RAY_CLIENT_PREFIX)
+    match = _HOST_PORT.match(host_port)
     if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError("expected auto or HOST:PORT of the head node, e.g. 10.0.0.5:6379")
+        raise ValueError(
+            "expected auto, HOST:PORT of the head node (e.g. 10.0.0.5:6379) or "
+            "ray://HOST:PORT of its Ray Client server (e.g. ray://10.0.0.5:10001)"
+        )
     return address
 
 

@@ -20,10 +20,17 @@ def _closed_port() -> int:
 
 
 NO_HEAD = f"127.0.0.1:{_closed_port()}"
+NO_CLIENT_SERVER = f"ray://127.0.0.1:{_closed_port()}"
 
 CASES = [
     # (id, arguments, extra environment, words the one line must contain)
-    ("ray-client", ["--address", "ray://head:10001"], {}, ["--address", "ray://", "auto"]),
+    ("ray-client-no-port", ["--address", "ray://head"], {}, ["--address", "ray://HOST:PORT"]),
+    (
+        "no-client-server-there",
+        ["--address", NO_CLIENT_SERVER],
+        {},
+        ["--address", NO_CLIENT_SERVER, "no Ray Client server answers", "--ray-client-server-port"],
+    ),
     ("no-port", ["--address", "head"], {}, ["--address", "HOST:PORT", "'head'"]),
     ("port-out-of-range", ["--address", "head:70000"], {}, ["--address", "HOST:PORT"]),
     ("no-head-there", ["--address", NO_HEAD], {}, ["--address", NO_HEAD, "no Ray head answers"]),

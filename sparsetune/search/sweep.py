@@ -146,18 +146,20 @@ def run_sweep(
     num_classes: int,
     enqueued: list[dict[str, Any]] | None = None,
     resume: SweepState | None = None,
+    trial_gpus: float | None = None,
 ) -> SweepOutcome:
     """Run the trials over the prepared dense model; write and record the results.
 
     `resume`: the state of an unfinished sweep in the same folder (the CLI has checked that it
-    is the same sweep), which this call continues: see docs/resume.md."""
+    is the same sweep), which this call continues: see docs/resume.md. `trial_gpus`: GPUs per
+    trial decided elsewhere (Ray Client: where the dense stage ran), instead of from
+    `--gpus-per-trial` or this process's device."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     strategy = Strategy.resolve(sweep, space, dense)
     objective = strategy.objective
     sweep_dir = sweep.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     train = dense_recipe(sweep, space)
-    device = resolve_device(sweep.device)
 
     # The names of the sweep's records come from its state file, so that a resumed sweep
     # reopens the same Ray experiment, Optuna study and MLflow parent run. Written before any of
@@ -230,9 +232,9 @@ def run_sweep(
         stoppers.append(BudgetStopper(strategy.deadline))
     if strategy.early_stop == "dominance":
         stoppers.append(DominanceStopper(objective, num_classes))
-    gpus = sweep.gpus_per_trial
+    gpus = trial_gpus if trial_gpus is not None else sweep.gpus_per_trial
     if gpus is None:  # one GPU each where the driver's device is one; none on a CPU driver
-        gpus = 1.0 if device.type == "cuda" else 0.0
+        gpus = 1.0 if resolve_device(sweep.device).type == "cuda" else 0.0
     trainable = tune.with_resources(
         tune.with_parameters(sparsetune_trial, template=template),
         {"cpu": sweep.cpus_per_trial, "gpu": gpus},

@@ -15,6 +15,7 @@ An error the trial raised itself is not worth retrying: see `_record_failure`.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -62,8 +63,16 @@ class TrialTemplate:
         )
 
 
+def quiet_ray_logs() -> None:
+    """Ray's INFO lines in a worker ("Checkpoint successfully created ...", one a round) reach
+    the user under Ray Client, which forwards workers' logs; a local sweep's driver sets Ray's
+    level to ERROR the same way (`ray.init(logging_level=...)`)."""
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
 def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
     torch.set_num_threads(template.threads)
+    quiet_ray_logs()
     config = template.trial_config(flat)
     config_hash = trial_hash(config)
     trial_id = tune.get_context().get_trial_id()

@@ -14,16 +14,14 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from cli_helpers import SYNTHETIC_RUN, sweep_runs
+from cluster_helpers import free_port, ray_node, short_temp_dir, stop, wait_for_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -38,65 +36,10 @@ methods:
     retrain_epochs: 2
 """
 TRIALS = 3
-RAY_CLI = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _ray_node(*arguments: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            RAY_CLI,
-            "start",
-            "--block",
-            "--num-cpus=2",
-            "--disable-usage-stats",
-            *arguments,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
-    )
-
-
-def _wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 120) -> None:
-    """Until `ray status` lists `count` live nodes: a trial placed before the worker node
-    joins would run on the head, and the test would never see two at once."""
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = subprocess.run(
-            [RAY_CLI, "status", f"--address={address}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        active = status.partition("Active:")[2].partition("Pending:")[0]
-        if len(re.findall(r"\bnode_[0-9a-f]+", active)) >= count:
-            return
-        time.sleep(2)
-    raise AssertionError(f"the cluster never had {count} nodes:\n{status}")
-
-
-def _stop(process: subprocess.Popen | None, sig: signal.Signals) -> None:
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, sig)
-        process.wait(60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(30)
 
 
 def test_a_sweep_on_two_nodes_survives_losing_one(tmp_path):
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     token = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
     # A dead node is noticed after a few missed health checks: a second apart, not Ray's default.
@@ -107,23 +50,22 @@ def test_a_sweep_on_two_nodes_survives_losing_one(tmp_path):
         "RAY_health_check_period_ms": "1000",
         "RAY_health_check_failure_threshold": "3",
     }
-    # Ray's Unix sockets must fit 107 bytes: a short folder, not pytest's deep tmp_path.
-    ray_temp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))
+    ray_temp = short_temp_dir()
     (tmp_path / "space.yaml").write_text(LONG_TRIAL_SPACE)
     storage = tmp_path / "shared"  # what would be an NFS mount on real machines
     head = worker = sweep = None
     stderr_lines: list[str] = []
     both_running = threading.Event()
     try:
-        head = _ray_node(
+        head = ray_node(
             "--head",
             f"--port={port}",
             "--include-dashboard=false",  # a head-only option: a worker node refuses it
             f"--temp-dir={ray_temp}",
             env=node_env,
         )
-        worker = _ray_node(f"--address={address}", f"--temp-dir={ray_temp}", env=node_env)
-        _wait_for_nodes(address, 2, node_env)
+        worker = ray_node(f"--address={address}", f"--temp-dir={ray_temp}", env=node_env)
+        wait_for_nodes(address, 2, node_env)
         sweep = subprocess.Popen(
             [
                 sys.executable,
@@ -165,7 +107,7 @@ def test_a_sweep_on_two_nodes_survives_losing_one(tmp_path):
         reader.start()
         assert both_running.wait(150), "two trials never ran at once:\n" + "".join(stderr_lines)
         time.sleep(1.5)  # into the trials' training
-        _stop(worker, signal.SIGKILL)
+        stop(worker, signal.SIGKILL)
 
         sweep.wait(240)
         reader.join(30)  # the reader holds stderr: it reads to the end once the sweep exits
@@ -175,8 +117,8 @@ def test_a_sweep_on_two_nodes_survives_losing_one(tmp_path):
         if sweep is not None and sweep.poll() is None:
             sweep.kill()
             sweep.wait(30)
-        _stop(worker, signal.SIGKILL)
-        _stop(head, signal.SIGTERM)
+        stop(worker, signal.SIGKILL)
+        stop(head, signal.SIGTERM)
         shutil.rmtree(ray_temp, ignore_errors=True)
 
     # --storage holds the sweep folder, the dense cache and Ray's results.

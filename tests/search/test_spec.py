@@ -23,7 +23,7 @@ BAD_SPECS = [
     ("no-model", "dataset: synthetic\n", ["either `model: NAME`"]),
     ("new-sweep", GOOD + "new_sweep: weekly\n", ["new_sweep", "daily"]),
     ("cross-option", GOOD + "objective: max-acc\n", ["min_compression"]),
-    ("sweep-config", GOOD + "address: ray://head:10001\n", ["address", "Ray Client"]),
+    ("sweep-config", GOOD + "address: ray://head\n", ["address", "ray://HOST:PORT"]),
     ("not-a-mapping", "- lenet300\n", ["expected a mapping"]),
     ("bad-yaml", "model: [\n", ["not valid YAML"]),
 ]
