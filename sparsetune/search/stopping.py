@@ -106,7 +106,12 @@ def oriented_point(result: Mapping[str, Any], metrics: Sequence[str], num_classe
 class DominanceStopper(Stopper):
     """Stop a trial when each of its last `patience` rounds is beaten by some reported point of
     another trial by at least `margin` on every axis (hypervolume axes: accuracy points above
-    chance, log10 compression, log10 FLOPs reduction)."""
+    chance, log10 compression, log10 FLOPs reduction).
+
+    `history`: an object whose `rows` hold the sweep's earlier reports (the progress callback).
+    A resumed sweep's callback gets the rows of before the kill back from Ray's saved state
+    before the first new result; the stopper reads them then, so it does not start from an empty
+    memory and let dominated trials run on."""
 
     def __init__(
         self,
@@ -115,6 +120,7 @@ class DominanceStopper(Stopper):
         *,
         margins: Sequence[float] | None = None,
         patience: int = 2,
+        history: Any = None,
     ):
         self.metrics = objective.metrics
         self.num_classes = num_classes
@@ -123,8 +129,18 @@ class DominanceStopper(Stopper):
         self.margins = tuple(margins or [default[m] for m in self.metrics])
         self.patience = patience
         self.points: dict[str, list[tuple]] = defaultdict(list)
+        self._history = history
+
+    def _read_history(self) -> None:
+        history, self._history = self._history, None  # once: later reports come here directly
+        for row in getattr(history, "rows", None) or []:
+            if row.get("trial_id") and all(row.get(m) is not None for m in self.metrics):
+                point = oriented_point(row, self.metrics, self.num_classes)
+                self.points[row["trial_id"]].append(point)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
+        if self._history is not None:
+            self._read_history()
         if any(result.get(m) is None for m in self.metrics):
             return False
         self.points[trial_id].append(oriented_point(result, self.metrics, self.num_classes))

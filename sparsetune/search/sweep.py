@@ -231,7 +231,7 @@ def run_sweep(
     if strategy.deadline is not None:
         stoppers.append(BudgetStopper(strategy.deadline))
     if strategy.early_stop == "dominance":
-        stoppers.append(DominanceStopper(objective, num_classes))
+        stoppers.append(DominanceStopper(objective, num_classes, history=progress))
     gpus = trial_gpus if trial_gpus is not None else sweep.gpus_per_trial
     if gpus is None:  # one GPU each where the driver's device is one; none on a CPU driver
         gpus = 1.0 if resolve_device(sweep.device).type == "cuda" else 0.0

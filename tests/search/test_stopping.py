@@ -49,6 +49,24 @@ def test_a_trial_is_not_stopped_by_its_own_points_or_before_patience_rounds():
     assert stopper("weak", result(0.5, 2.0))
 
 
+def test_a_resumed_sweep_stops_against_the_reports_of_before_the_kill():
+    """The progress callback's restored rows (`history`) count as reported points: a trial of
+    the resumed sweep dominated by a point from before the kill stops as it would have."""
+
+    class Restored:  # what SweepProgress holds after Ray gave its state back
+        rows = [
+            {"trial_id": "leader", "round": 1, **result(0.95, 20.0)},
+            {"trial_id": "failed", "round": 1, "val_acc": None, "compression": None},
+        ]
+
+    fresh = DominanceStopper(OBJECTIVES["pareto"], num_classes=10, patience=1)
+    assert not fresh("weak", result(0.90, 2.0))  # nothing to compare with: goes on
+    resumed = DominanceStopper(OBJECTIVES["pareto"], num_classes=10, patience=1, history=Restored)
+    assert resumed("weak", result(0.90, 2.0))
+    # The leader's own restored rounds are its own: they do not stop it.
+    assert not resumed("leader", result(0.90, 2.0))
+
+
 def test_dominance_counts_flops_as_a_minimised_metric():
     stopper = DominanceStopper(OBJECTIVES["pareto-flops"], num_classes=10, patience=1)
     stopper("leader", {"val_acc": 0.95, "flops_ratio": 0.05})
