@@ -115,7 +115,7 @@ def run_through_client(
     # Tune's legacy output, as a local sweep's (cli.main): no experiment box. The tasks' trials
     # inherit the variable with the runtime environment.
     quiet = {"env_vars": {"RAY_AIR_NEW_OUTPUT": os.environ.get("RAY_AIR_NEW_OUTPUT", "0")}}
-    ray.init(address=sweep.address, log_to_driver=True, logging_level="ERROR", runtime_env=quiet)
+    _connect(sweep.address, runtime_env=quiet)
     running = None
     try:
         head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
