@@ -35,6 +35,9 @@ class SensitivityConfig(MethodConfig):
         1, ge=1, le=10_000, description="rounds past the tolerance in a row that stop the run"
     )
     output: Literal["softmax", "logits"] = "softmax"
+    # How S averages over the batch: the mean of each example's |dy/dw| (the paper's S), or
+    # |d/dw of the batch-mean output|, cheaper but cancelling across examples (docs/methods.md).
+    estimate: Literal["per_example", "batch_mean"] = "per_example"
     lr: float = Field(0.1, gt=0, le=10, description="SGD learning rate eta")
     momentum: float = Field(0.0, ge=0, lt=1)
 
@@ -68,6 +71,63 @@ def output_sensitivity(
         outputs, weights, directions, retain_graph=True, is_grads_batched=True
     )
     return [grad.abs().sum(0) for grad in grads]
+
+
+def per_example_sensitivity(
+    outputs: torch.Tensor,
+    layers: Sequence[tuple[nn.Module, torch.Tensor, torch.Tensor]],
+    labels: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """S(y, w) = mean_n sum_k alpha_k |dy_nk / dw| for the weight of each (module, input, output)
+    in `layers`, the Linear or Conv2d forwards that produced `outputs` (still holding their graph).
+
+    One batched backward gives dy_nk / d(layer output) for every example and class at once (an
+    example's outputs depend on its own activations only, which BatchNorm in training mode breaks:
+    there it is an approximation). A weight's per-example derivative is then the outer product with
+    the layer's input (Linear) or its sum over positions (Conv2d, through `unfold`); the absolute
+    value is taken per example and class before averaging, so opposite signs do not cancel.
+    `labels` None: unspecific (every class); with labels: specific (each example's own class).
+    """
+    batch, classes = outputs.shape
+    layer_outputs = [output for _, _, output in layers]
+    if labels is None:
+        eye = torch.eye(classes, dtype=outputs.dtype, device=outputs.device)
+        directions = eye.unsqueeze(1).expand(classes, batch, classes)
+        grads = torch.autograd.grad(
+            outputs, layer_outputs, directions, retain_graph=True, is_grads_batched=True
+        )
+    else:
+        direction = F.one_hot(labels, classes).to(outputs.dtype)
+        grads = [
+            g.unsqueeze(0)
+            for g in torch.autograd.grad(outputs, layer_outputs, direction, retain_graph=True)
+        ]
+    sensitivities = []
+    for (module, inputs, _), grad in zip(layers, grads, strict=True):
+        if isinstance(module, nn.Linear):  # |g x| = |g| |x|: one matrix product per layer
+            s = torch.einsum("cbo,bi->oi", grad.abs(), inputs.abs())
+        else:
+            columns = F.unfold(
+                inputs, module.kernel_size, module.dilation, module.padding, module.stride
+            )  # (batch, in x kh x kw, positions)
+            s = torch.zeros_like(module.weight).flatten(1)
+            for per_class in grad.flatten(3):  # one class at a time bounds the memory
+                s += torch.einsum("bop,bip->boi", per_class, columns).abs().sum(0)
+            s = s.view_as(module.weight)
+        sensitivities.append(s / batch)
+    return sensitivities
+
+
+def supports_per_example(module: nn.Module) -> bool:
+    """Linear, or Conv2d with one group and zero padding given in numbers (what `unfold` does)."""
+    if isinstance(module, nn.Linear):
+        return True
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
 
 def insensitivity(sensitivity: torch.Tensor) -> torch.Tensor:
@@ -111,18 +171,24 @@ class SensitivityRegularization(PruningMethod):
       later code for the same family (EIDOSLAB/LOBSTER) does the same: `p -= lmbda * p *
       relu(1 - S)` right after `optimizer.step()`. S is measured on the step's batch, at the
       weights its gradient was taken at.
-    - S is exact: one backward pass per output (C of them), batched into one call
-      (`torch.autograd.grad(..., is_grads_batched=True)`, a vmap over the C one-hot output
-      directions), re-using the step's forward graph (no second forward). It runs inside the
-      step's own backward, from a gradient hook on the network's output, because the loop's hooks
-      do not see the batch: there the forward graph is alive and the labels can be read.
+    - S is exact, and measured inside the step's own backward, from a gradient hook on the
+      network's output (the loop's hooks do not see the batch: there the forward graph is alive
+      and the labels can be read), so there is no second forward. Two estimates over the batch:
+      - `per_example` (the default, the paper's S): the mean over examples of |dy_nk/dw|. One
+        backward, batched over the C output directions, gives dy_nk/d(layer output) for every
+        masked layer; the forward hooks recorded each layer's input, and a weight's per-example
+        derivative is the outer product (Linear) or its sum over positions (Conv2d, by `unfold`).
+      - `batch_mean`: |d/dw mean_n y_nk|, one backward to the weights batched over the C
+        directions (`is_grads_batched`); opposite signs across examples cancel, so S is smaller.
+        Layers the per-example path does not cover (Conv1d/3d, grouped convolutions, string
+        padding) use it under `per_example` too.
     - Pruned weights: the mask parametrization makes dy/dw exactly 0 there (S = 0, Sb = 1) and
       w = 0, so the decay is 0; it is also multiplied by the mask, so a pruned weight receives no
       decay whatever its stored value.
 
     Deviations from the paper, on purpose (docs/methods.md has the full list):
-    - Batch: S uses |d/dw (1/B) sum_n y_nk|, the batch-mean derivative, rather than the mean of
-      per-example |dy_nk/dw| (B x C backward passes per step). `specific` averages y_{n, t_n}.
+    - BatchNorm in training mode makes an example's output depend on the other examples', so
+      there the per-example S counts those cross terms too (an approximation; no LeNet has BN).
     - Labels for `specific` are read from the gradient of the loop's mean cross-entropy at the
       logits, (softmax(z) - onehot(t)) / B, whose only negative entry per row is the true class
       (a row with none is predicted with probability 1, so its label is its argmax). Any other
@@ -149,6 +215,8 @@ class SensitivityRegularization(PruningMethod):
         super().__init__(config)
         # Sb per masked weight, measured during the current step's backward, used at its end.
         self._insensitivity: dict[str, torch.Tensor] = {}
+        # (module, input, output) of each masked layer in the current training forward.
+        self._layer_io: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]] = {}
 
     def schedule(self) -> PruneDuringTraining:
         config = self.config
@@ -172,9 +240,26 @@ class SensitivityRegularization(PruningMethod):
         )
 
     def attach(self, model: nn.Module, masks: MaskSet) -> None:
-        # The hook is found again through the model (not stored here), so a deepcopied model
-        # carries a working copy of it.
+        # The hooks are found again through the model (not stored here), so a deepcopied model
+        # carries a working copy of them.
         model.register_forward_hook(self._watch_output)
+        if self.config.estimate == "per_example":
+            for name in masks:
+                module = model.get_submodule(name.rpartition(".")[0])
+                if supports_per_example(module):
+                    # prepend: where the model is itself the layer, record its output before
+                    # `_watch_output` replaces it, so that the output stays upstream of y.
+                    hook = functools.partial(self._record_layer, name)
+                    module.register_forward_hook(hook, prepend=True)
+
+    def _record_layer(
+        self, name: str, module: nn.Module, args: tuple, output: torch.Tensor
+    ) -> None:
+        """Forward hook of a masked layer: keep its input and output for the per-example S."""
+        if module.training and torch.is_grad_enabled():
+            inputs = args[0]
+            if inputs.dim() == (2 if isinstance(module, nn.Linear) else 4):
+                self._layer_io[name] = (module, inputs, output)
 
     def _watch_output(self, model: nn.Module, args: tuple, output: torch.Tensor):
         """Forward hook: on a training forward, route the output through a view whose gradient
@@ -184,7 +269,9 @@ class SensitivityRegularization(PruningMethod):
         masks = find_masks(model)
         if masks is None or not isinstance(output, torch.Tensor) or output.dim() != 2:
             return None
-        outputs = torch.softmax(output, dim=1) if self.config.output == "softmax" else output
+        # y as a new node (view or softmax), so that a recorded layer output is upstream of it
+        # even where the model is that layer.
+        outputs = torch.softmax(output, dim=1) if self.config.output == "softmax" else output[:]
         # The loss reaches the graph through `passthrough`; S's own backward starts at `outputs`
         # and never passes this hook, so the hook cannot call itself.
         passthrough = output.view_as(output)
@@ -202,11 +289,24 @@ class SensitivityRegularization(PruningMethod):
         labels = None
         if self.config.variant == "specific":
             labels = labels_from_cross_entropy_grad(logits, grad)
-        weights = [masks.stored_weight(name) for name in names]
-        sensitivities = output_sensitivity(outputs, weights, labels)
-        self._insensitivity = {
-            name: insensitivity(s) for name, s in zip(names, sensitivities, strict=True)
-        }
+        batch = outputs.shape[0]
+        recorded = [
+            n for n in names if n in self._layer_io and self._layer_io[n][1].shape[0] == batch
+        ]
+        rest = [n for n in names if n not in recorded]
+        sensitivities = {}
+        if recorded:
+            layers = [self._layer_io[name] for name in recorded]
+            found = per_example_sensitivity(outputs, layers, labels)
+            # dy/dw of a pruned weight is 0 through the mask parametrization; here too.
+            sensitivities |= {n: s * masks[n] for n, s in zip(recorded, found, strict=True)}
+        if rest:
+            weights = [masks.stored_weight(name) for name in rest]
+            sensitivities |= dict(
+                zip(rest, output_sensitivity(outputs, weights, labels), strict=True)
+            )
+        self._layer_io = {}
+        self._insensitivity = {name: insensitivity(sensitivities[name]) for name in names}
 
     @torch.no_grad()
     def on_step_end(self, model: nn.Module) -> None:

@@ -21,6 +21,7 @@ from sparsetune.pruning.sensitivity import (
     insensitivity,
     labels_from_cross_entropy_grad,
     output_sensitivity,
+    per_example_sensitivity,
 )
 from sparsetune.search.space import SPACES_DIR, load_space
 from sparsetune.train import loop
@@ -84,6 +85,90 @@ def test_batched_sensitivity_equals_one_backward_per_class_through_softmax_and_c
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
 
 
+# The paper's S, averaged per example (`estimate: per_example`): the mean of |dy_nk/dW_kj| =
+# |x_nj|, so opposite signs no longer cancel. mean |x| = (6/4, 1.4/4, 1.6/4) for both rows.
+UNSPECIFIC_PER_EXAMPLE = torch.tensor([[1.5, 0.35, 0.4], [1.5, 0.35, 0.4]])
+# Specific: class 0 (examples 0, 3): (4, 0.8, 1.2) / 4; class 1 (examples 1, 2): (2, 0.6, 0.4) / 4.
+SPECIFIC_PER_EXAMPLE = torch.tensor([[1.0, 0.2, 0.3], [0.5, 0.15, 0.1]])
+
+
+def recorded_forward(model, masks, inputs):
+    """A training forward of `model` with the per-example hooks on: (outputs, layers recorded)."""
+    m = method(estimate="per_example", output="logits")
+    m.attach(model, masks)
+    outputs = model(inputs)
+    return outputs, [m._layer_io[name] for name in masks]
+
+
+@pytest.mark.parametrize(
+    "labels, expected", [(None, UNSPECIFIC_PER_EXAMPLE), (LABELS, SPECIFIC_PER_EXAMPLE)]
+)
+def test_per_example_sensitivity_of_a_linear_layer_is_the_mean_absolute_input(labels, expected):
+    layer, masks = linear()
+    outputs, layers = recorded_forward(layer, masks, X)
+    (s,) = per_example_sensitivity(outputs, layers, labels)
+    torch.testing.assert_close(s, expected)
+
+
+@pytest.mark.parametrize("specific", [False, True])
+def test_per_example_sensitivity_equals_the_definition_through_conv_and_tanh(specific):
+    """Against one backward per example and class: strided, padded and dilated convolutions,
+    then two Linear layers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 2, dilation=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+        nn.Tanh(),
+        nn.Linear(5, 4),
+    )
+    masks = attach_masks(model)
+    inputs, labels = torch.randn(6, 2, 8, 8), torch.tensor([0, 3, 1, 1, 2, 0])
+    outputs, layers = recorded_forward(model, masks, inputs)
+    found = per_example_sensitivity(outputs, layers, labels if specific else None)
+    weights = [masks.stored_weight(name) for name in masks]
+    expected = [torch.zeros_like(w) for w in weights]
+    for n in range(6):
+        for k in [labels[n]] if specific else range(4):
+            grads = torch.autograd.grad(outputs[n, k], weights, retain_graph=True)
+            for total, grad in zip(expected, grads, strict=True):
+                total += grad.abs() / 6
+    for got, want in zip(found, expected, strict=True):
+        assert want.abs().max() > 0.01
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_per_example_decay_uses_the_per_example_s_and_falls_back_for_grouped_conv():
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(8, 3))
+        return model, attach_masks(model)
+
+    inputs, labels = torch.randn(5, 2, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    # The expected S, on a twin without hooks: a grouped conv gets the batch-mean estimate (unfold
+    # does not cover it), the Linear layer the per-example one.
+    twin, twin_masks = build()
+    features = twin[1](twin[0](inputs))
+    outputs = twin[2](features)
+    (batch_mean,) = output_sensitivity(outputs, [twin_masks.stored_weight("0.weight")])
+    (per_example,) = per_example_sensitivity(outputs, [(twin[2], features, outputs)])
+
+    model, masks = build()
+    m = method(estimate="per_example", output="logits", lmbda=0.1)
+    m.attach(model, masks)
+    F.cross_entropy(model(inputs), labels).backward()
+    torch.testing.assert_close(m._insensitivity["0.weight"], insensitivity(batch_mean))
+    torch.testing.assert_close(m._insensitivity["2.weight"], insensitivity(per_example))
+    assert not m._layer_io  # the recorded activations are freed once S is measured
+    fc = masks.stored_weight("2.weight")
+    before = fc.detach().clone()
+    m.on_step_end(model)
+    torch.testing.assert_close(fc.detach(), before - 0.1 * before * insensitivity(per_example))
+
+
 def test_insensitivity_is_one_minus_s_bounded_at_zero():
     s = torch.tensor([0.0, 0.25, 1.0, 1.5])
     assert insensitivity(s).tolist() == [1.0, 0.75, 0.0, 0.0]
@@ -100,11 +185,19 @@ def test_labels_are_read_back_from_the_cross_entropy_gradient():
         labels_from_cross_entropy_grad(logits.detach(), -torch.ones(3, 3))
 
 
-@pytest.mark.parametrize("variant, s", [("unspecific", UNSPECIFIC), ("specific", SPECIFIC)])
-def test_one_step_decays_each_weight_by_lambda_w_times_one_minus_s(variant, s):
+@pytest.mark.parametrize(
+    "variant, estimate, s",
+    [
+        ("unspecific", "batch_mean", UNSPECIFIC),
+        ("specific", "batch_mean", SPECIFIC),
+        ("unspecific", "per_example", UNSPECIFIC_PER_EXAMPLE),
+        ("specific", "per_example", SPECIFIC_PER_EXAMPLE),
+    ],
+)
+def test_one_step_decays_each_weight_by_lambda_w_times_one_minus_s(variant, estimate, s):
     layer, masks = linear()
     lmbda = 0.1
-    m = method(variant=variant, lmbda=lmbda, output="logits")
+    m = method(variant=variant, lmbda=lmbda, output="logits", estimate=estimate)
     m.attach(layer, masks)
     F.cross_entropy(layer(X), LABELS).backward()  # the hook measures S during this backward
     before = masks.stored_weight("weight").detach().clone()
@@ -123,18 +216,29 @@ def test_one_step_decays_each_weight_by_lambda_w_times_one_minus_s(variant, s):
     assert torch.equal(masks.stored_weight("weight"), after)
 
 
-def test_softmax_output_is_the_default_and_differs_from_the_logits():
+@pytest.mark.parametrize("estimate", ["per_example", "batch_mean"])
+def test_softmax_output_is_the_default_and_differs_from_the_logits(estimate):
     layer, masks = linear()
-    probabilities = torch.softmax(layer(X), 1)
-    (s_softmax,) = output_sensitivity(probabilities, [masks.stored_weight("weight")])
+    logits = layer(X)
+    probabilities = torch.softmax(logits, 1)
+    if estimate == "batch_mean":
+        (s_softmax,) = output_sensitivity(probabilities, [masks.stored_weight("weight")])
+        logits_s = UNSPECIFIC
+    else:
+        (s_softmax,) = per_example_sensitivity(probabilities, [(layer, X, logits)])
+        logits_s = UNSPECIFIC_PER_EXAMPLE
     assert SensitivityConfig().output == "softmax"
-    assert not torch.allclose(s_softmax, UNSPECIFIC)
-    m = method(lmbda=0.1)
+    assert not torch.allclose(s_softmax, logits_s)
+    m = method(lmbda=0.1, estimate=estimate)
     m.attach(layer, masks)
     F.cross_entropy(layer(X), LABELS).backward()
     m.on_step_end(layer)
     expected = W - 0.1 * W * (1 - s_softmax).clamp(min=0)
     torch.testing.assert_close(masks.stored_weight("weight").detach(), expected)
+
+
+def test_the_paper_s_per_example_is_the_default():
+    assert SensitivityConfig().estimate == "per_example"
 
 
 def test_a_pruned_weight_gets_no_decay_and_no_sensitivity():
@@ -314,6 +418,7 @@ def test_the_regulariser_prunes_more_than_thresholding_alone(tmp_path, small_dat
         ({"patience": 0}, "patience"),
         ({"variant": "both"}, "variant"),
         ({"output": "probits"}, "output"),
+        ({"estimate": "exact"}, "estimate"),
         ({"momentum": 1.0}, "momentum"),
     ],
 )
@@ -332,3 +437,5 @@ def test_the_search_space_fragment_is_valid(tmp_path):
     assert params["variant"].choices == ["unspecific", "specific"]
     assert (params["lmbda"].low, params["lmbda"].high, params["lmbda"].log) == (1e-5, 1e-2, True)
     assert (params["threshold"].low, params["threshold"].high) == (1e-4, 1e-2)
+    # the estimate the LeNet recipes were measured with (docs/methods.md)
+    assert (params["output"].value, params["estimate"].value) == ("logits", "batch_mean")
