@@ -69,3 +69,8 @@ def test_a_grid_without_a_searched_knob_is_refused(bench, grid):
     del values["snip"]["sparsity"]
     with pytest.raises(ValueError, match="snip.sparsity is searched"):
         bench.Grid(values, grid.space)
+
+
+def test_reach_share_counts_runs_at_or_above_the_target(bench):
+    assert bench.reach_share([1.0, 1.2, 1.29, 1.3, 1.35], 1.29) == 0.6
+    assert bench.reach_share([0.5], 1.0) == 0.0
