@@ -138,9 +138,12 @@ def test_a_sweep_on_two_nodes_survives_losing_one(tmp_path):
     assert all(reason.strip() for reason in failed.values()), failed
     assert len(finished | set(failed)) == TRIALS, rows
     # The kill hit a running trial: it failed with its reason, or Ray retried it (FailureConfig)
-    # and wrote the node's death into the trial's error file first.
+    # and wrote the loss into the trial's error file first. Ray words the loss of a trial's
+    # actor with its node in two ways, depending on which it notices first: the node died, or
+    # the actor is unavailable (ActorUnavailableError; seen once under load).
     errors = [f.read_text() for f in (out / "ray").rglob("error.txt")]
-    assert failed or any("node has died" in text for text in errors), (errors, log[-3000:])
+    lost = ("node has died", "is unavailable")
+    assert failed or any(words in text for text in errors for words in lost), (errors, log[-3000:])
     assert f"{counts['finished']} done, 0 running, {counts['failed']} failed of {TRIALS}" in log
 
     # Each trial trained with as many torch threads as it holds CPUs, read inside the worker.
