@@ -59,18 +59,29 @@ def output_sensitivity(
     `labels` None: unspecific, S = sum_k |d/dw mean_n y_nk|, the C backward passes batched into one
     vmapped call. With labels: specific, S = |d/dw mean_n y_{n, label_n}|, one backward pass.
     """
+    grads = directional_grads(outputs, weights, labels, scale=1 / outputs.shape[0])
+    return [grad.abs().sum(0) for grad in grads]
+
+
+def directional_grads(
+    outputs: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    labels: torch.Tensor | None,
+    scale: float = 1.0,
+) -> list[torch.Tensor]:
+    """d(y . direction)/d(input) for each input, with a leading axis over the directions: the C
+    one-hot classes, each selecting output k of every example (unspecific, one batched call), or
+    one direction selecting each example's own class (specific, one backward pass)."""
     batch, classes = outputs.shape
     if labels is not None:
-        direction = F.one_hot(labels, classes).to(outputs.dtype) / batch
-        grads = torch.autograd.grad(outputs, weights, direction, retain_graph=True)
-        return [grad.abs() for grad in grads]
-    # Direction k selects output k of every example, averaged: (C, batch, C).
+        direction = F.one_hot(labels, classes).to(outputs.dtype) * scale
+        grads = torch.autograd.grad(outputs, inputs, direction, retain_graph=True)
+        return [grad.unsqueeze(0) for grad in grads]
     eye = torch.eye(classes, dtype=outputs.dtype, device=outputs.device)
-    directions = eye.unsqueeze(1).expand(classes, batch, classes) / batch
-    grads = torch.autograd.grad(
-        outputs, weights, directions, retain_graph=True, is_grads_batched=True
+    directions = eye.unsqueeze(1).expand(classes, batch, classes) * scale  # (C, batch, C)
+    return list(
+        torch.autograd.grad(outputs, inputs, directions, retain_graph=True, is_grads_batched=True)
     )
-    return [grad.abs().sum(0) for grad in grads]
 
 
 def per_example_sensitivity(
@@ -88,20 +99,8 @@ def per_example_sensitivity(
     value is taken per example and class before averaging, so opposite signs do not cancel.
     `labels` None: unspecific (every class); with labels: specific (each example's own class).
     """
-    batch, classes = outputs.shape
-    layer_outputs = [output for _, _, output in layers]
-    if labels is None:
-        eye = torch.eye(classes, dtype=outputs.dtype, device=outputs.device)
-        directions = eye.unsqueeze(1).expand(classes, batch, classes)
-        grads = torch.autograd.grad(
-            outputs, layer_outputs, directions, retain_graph=True, is_grads_batched=True
-        )
-    else:
-        direction = F.one_hot(labels, classes).to(outputs.dtype)
-        grads = [
-            g.unsqueeze(0)
-            for g in torch.autograd.grad(outputs, layer_outputs, direction, retain_graph=True)
-        ]
+    batch = outputs.shape[0]
+    grads = directional_grads(outputs, [output for _, _, output in layers], labels)
     sensitivities = []
     for (module, inputs, _), grad in zip(layers, grads, strict=True):
         if isinstance(module, nn.Linear):  # |g x| = |g| |x|: one matrix product per layer
