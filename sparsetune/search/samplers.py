@@ -1,8 +1,12 @@
 """The Optuna sampler for a sweep: `--sampler auto|tpe|nsga2|gp|random|qmc`.
 
 `auto` picks by the space and the objective (`choices.resolve_sampler`; docs/search.md says why):
-- a conditional space (several methods, or `when:` parameters) -> multivariate TPE with
-  `group=True`, the one sampler that models each sub-space that co-occurs on its own;
+- a conditional space (several methods, or `when:` parameters) -> TPE, the one sampler that
+  models a knob only from the trials that had it (NSGA-II, GP and QMC draw every knob outside the
+  first trial's space at random). Univariate: one density per knob. Multivariate TPE with
+  `group=True` models each method's knobs jointly, but a sweep of 24-48 trials gives each of eight
+  methods a handful, and on benchmarks/search_efficiency.py it was worse at both 24 and 48 trials
+  (docs/search.md);
 - a fixed space, one objective -> GP (Gaussian-process BO is the most sample-efficient on a small
   continuous space, and a trial costs minutes, so its seconds of fitting are free);
 - a fixed space, several objectives -> TPE while the budget is under 100 trials, NSGA-II above
@@ -28,12 +32,10 @@ def startup_trials(trials: int) -> int:
 
 def make_sampler(name: str, *, trials: int, seed: int) -> optuna.samplers.BaseSampler:
     """A concrete sampler (`resolve_sampler` first)."""
-    # multivariate, group and GP are marked experimental; the warning says nothing to act on.
+    # constant_liar and GP are marked experimental; the warning says nothing to act on.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            multivariate=True,
-            group=True,
             constant_liar=True,  # concurrent trials do not propose the same point
             n_startup_trials=startup_trials(trials),
             seed=seed,
