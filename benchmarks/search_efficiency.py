@@ -14,9 +14,10 @@
    first value), and answered with that point's stored rounds. As in a sweep, Optuna is told the
    last round, and the front and hypervolume (`sparsetune.search.hypervolume`) cover every round.
 3. Printed: the median (and mean) hypervolume after K and 2K trials per sampler, the share of
-   seeds that reach 95% of the table's own hypervolume by then (the medians can sit on a plateau that every
-   sampler reaches, while the share shows who finds the best region; benchmarks/README.md), and
-   the dominance-based stop replayed on the same table (rounds saved against hypervolume lost).
+   seeds that reach 95% of the table's own hypervolume by then (the medians can sit on a plateau
+   that every sampler reaches, while the mean and the share show who finds the best region;
+   benchmarks/README.md), and the dominance-based stop replayed on the same table (rounds saved
+   against hypervolume lost).
 
 Target (issue 5): the `auto` sampler after K = 24 trials reaches at least the median hypervolume
 of random search after 48: `ratio` = hv_auto_24 / hv_random_48 >= 1.
