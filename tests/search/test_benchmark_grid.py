@@ -36,6 +36,27 @@ def test_the_grid_covers_every_method_with_a_few_hundred_points(grid):
     assert len({tuple(sorted(p.items())) for p in points}) == len(points)  # no repeats
 
 
+# The knobs that set how much is pruned. The front lives at their top: a grid that stopped short
+# of the space's bound there (magnitude's c_fc at 2.25, its sparsity at 0.95) hid the space's best
+# region, 117x at 0.79 (benchmarks/README.md).
+COMPRESSION_KNOBS = [
+    ("magnitude", "c_fc"),
+    ("magnitude", "sparsity"),
+    ("snip", "sparsity"),
+    ("grasp", "sparsity"),
+    ("random", "sparsity"),
+]
+
+
+@pytest.mark.parametrize(("method", "knob"), COMPRESSION_KNOBS)
+def test_compression_knobs_reach_the_top_of_the_space(grid, method, knob):
+    spec = grid.space.methods[method][knob]
+    values = sorted(grid.values[method][knob])
+    assert values[-1] == spec.high
+    # Fine near the top, where compression changes fastest (c_fc 2.0 -> 2.5: 33x -> 113x).
+    assert values[-1] - values[-2] <= (spec.high - spec.low) / 8
+
+
 def test_when_conditions_drop_knobs_that_do_not_apply(grid):
     magnitude = [p for p in grid.points() if p["method"] == "magnitude"]
     for point in magnitude:
