@@ -5,8 +5,8 @@
   models a knob only from the trials that had it (NSGA-II, GP and QMC draw every knob outside the
   first trial's space at random). Univariate: one density per knob. Multivariate TPE with
   `group=True` models each method's knobs jointly, but a sweep of 24-48 trials gives each of eight
-  methods a handful, and on benchmarks/search_efficiency.py it was worse at both 24 and 48 trials
-  (docs/search.md);
+  methods a handful; on benchmarks/search_efficiency.py it was worse at 24 trials on both grids
+  tried, and at 48 on the finer one (benchmarks/README.md);
 - a fixed space, one objective -> GP (Gaussian-process BO is the most sample-efficient on a small
   continuous space, and a trial costs minutes, so its seconds of fitting are free);
 - a fixed space, several objectives -> TPE while the budget is under 100 trials, NSGA-II above
