@@ -433,7 +433,7 @@ def prune(
 
     from sparsetune.report.tables import layer_table
     from sparsetune.single_run import run_single
-    from sparsetune.train.loop import TrainingDiverged
+    from sparsetune.train.loop import EpochDone, TrainingDiverged
 
     width = None if sys.stdout.isatty() else 160
     progress = Console(stderr=True, width=width)
@@ -451,6 +451,11 @@ def prune(
             highlight=False,
         )
 
+    def on_epoch(phase: str, done: EpochDone) -> None:
+        # A one-epoch phase (sensitivity's rounds) is already a round line.
+        if done.epochs > 1:
+            progress.print(f"{phase}: {done.describe()}", highlight=False)
+
     created = not folder.exists()
     try:
         single = run_single(
@@ -460,6 +465,7 @@ def prune(
             tracking_uri=tracking_uri,
             experiment=experiment,
             on_round=on_round,
+            on_epoch=on_epoch,
         )
     except TrainingDiverged as error:
         if created:

@@ -14,7 +14,7 @@ from typing import Any
 from sparsetune.config import TrialConfig
 from sparsetune.export import memory_footprint
 from sparsetune.identity import trial_hash
-from sparsetune.trial import RoundResult, start_trial
+from sparsetune.trial import EpochCallback, RoundResult, start_trial
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ def run_single(
     tracking_uri: str | None = None,
     experiment: str = "sparsetune-prune",
     on_round=lambda result: None,
+    on_epoch: EpochCallback | None = None,
 ) -> SingleRun:
     """Train and prune `config`; tickets and `result.json` go to `out`, an MLflow run to
     `tracking_uri` when given (marked FAILED with the reason if the trial raises)."""
@@ -85,7 +86,9 @@ def run_single(
         on_round(result)
 
     try:
-        trial = start_trial(config, cache_dir=cache_dir, workdir=out, on_round=record)
+        trial = start_trial(
+            config, cache_dir=cache_dir, workdir=out, on_round=record, on_epoch=on_epoch
+        )
         trial.run()
         smaller = export_smaller_model(trial.model, trial.splits.input_shape, out)
         footprint = memory_footprint(trial.results[-1].ticket_path)

@@ -39,8 +39,11 @@ from sparsetune.train.dense_cache import (
     DenseCache,
     DenseCheckpoint,
 )
-from sparsetune.train.loop import evaluate, fit
+from sparsetune.train.loop import EpochDone, evaluate, fit
 from sparsetune.train.metrics import SparsityReport, layer_macs, sparsity_report
+
+# Told of each finished epoch, with the phase it belongs to: "dense" or "training".
+EpochCallback = Callable[[str, EpochDone], None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class TrialContext:
         dense: CachedDense,
         workdir: Path | None,
         on_round: Callable[[RoundResult], None],
+        on_epoch: EpochCallback | None = None,
     ):
         self.config = config
         self.model = model
@@ -98,6 +102,7 @@ class TrialContext:
         self.dense = dense
         self.workdir = workdir
         self._on_round = on_round
+        self._on_epoch = on_epoch
         self._macs = layer_macs(model, splits.input_shape)
         self._started = time.perf_counter()
         self._retrain_count = 0
@@ -117,6 +122,7 @@ class TrialContext:
             recipe,
             seed=self.config.seed + 1000 * self._retrain_count,
             hooks=self.method,
+            on_epoch=_in_phase(self._on_epoch, "training"),
         )
 
     def run(self) -> list[RoundResult]:
@@ -253,13 +259,31 @@ class _RewindSnapshots(TrainingHooks):
             self.taken[self.steps] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def train_dense(config: TrialConfig, splits: Splits, device: torch.device) -> DenseCheckpoint:
+def _in_phase(on_epoch: EpochCallback | None, phase: str) -> Callable[[EpochDone], None] | None:
+    if on_epoch is None:
+        return None
+    return lambda done: on_epoch(phase, done)
+
+
+def train_dense(
+    config: TrialConfig,
+    splits: Splits,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+) -> DenseCheckpoint:
     """The dense stage: seeded initialisation, then the dense recipe, keeping theta_j on the way."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, splits.input_shape, splits.num_classes).to(device)
     init = {name: value.detach().clone() for name, value in model.state_dict().items()}
     snapshots = _RewindSnapshots()
-    fit(model, splits.train, config.train, seed=config.seed, hooks=snapshots)
+    fit(
+        model,
+        splits.train,
+        config.train,
+        seed=config.seed,
+        hooks=snapshots,
+        on_epoch=_in_phase(on_epoch, "dense"),
+    )
     val_acc, val_loss = evaluate(model, splits.val)
     return DenseCheckpoint(
         init=init,
@@ -285,6 +309,7 @@ def start_trial(
     workdir: Path | None = None,
     on_round: Callable[[RoundResult], None] = lambda result: None,
     on_dense: Callable[[CachedDense], None] = lambda dense: None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrialContext:
     """Everything before the method's schedule runs: data, the shared dense stage (trained only if
     no trial has), the model at its trained dense weights with masks attached, and the method."""
@@ -292,7 +317,7 @@ def start_trial(
     splits = load_splits(config.data).to(device)
     method = check_method(config, splits)
     dense = DenseCache(cache_dir).get_or_train(
-        dense_key(config), lambda: train_dense(config, splits, device)
+        dense_key(config), lambda: train_dense(config, splits, device, on_epoch)
     )
     on_dense(dense)
     torch.manual_seed(config.seed)
@@ -300,7 +325,7 @@ def start_trial(
     model.load_state_dict(dense.checkpoint.final)
     masks = attach_masks(model)
     method.attach(model, masks)
-    return TrialContext(config, model, masks, method, splits, dense, workdir, on_round)
+    return TrialContext(config, model, masks, method, splits, dense, workdir, on_round, on_epoch)
 
 
 def run_trial(config: TrialConfig, **options) -> list[RoundResult]:

@@ -60,14 +60,14 @@ def test_prune_json_reports_the_final_round_and_records_an_mlflow_run(tmp_path):
     assert {"ticket/round-2.safetensors", "ticket/init.safetensors"} <= artifacts
 
 
-def test_prune_prints_the_per_layer_table_and_needs_no_mlflow(tmp_path):
+def test_prune_prints_epochs_and_the_per_layer_table_and_needs_no_mlflow(tmp_path):
     result = run_cli(
         "prune",
         *SYNTHETIC_RUN,
         "--method",
         "snip",
         "--epochs",
-        "1",
+        "2",
         "--set",
         "sparsity=0.8",
         "--out",
@@ -79,6 +79,10 @@ def test_prune_prints_the_per_layer_table_and_needs_no_mlflow(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for word in ("remaining %", "FLOPs remaining %", "fc1", "compression 5.0x"):
         assert word in result.stdout
+    # Progress per epoch on stderr, for both phases (an L0 recipe trains for 200 epochs).
+    for phase in ("dense", "training"):
+        assert f"{phase}: epoch 1/2, loss " in result.stderr
+        assert f"{phase}: epoch 2/2, loss " in result.stderr
     assert not list(tmp_path.rglob("*.db"))
 
 

@@ -39,6 +39,7 @@ from sparsetune.search.stopping import BudgetStopper, DominanceStopper, SweepSea
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
 from sparsetune.tracking import default_tracking_uri
 from sparsetune.train.dense_cache import CachedDense, DenseCache
+from sparsetune.train.loop import EpochDone
 from sparsetune.trial import resolve_device, train_dense
 
 
@@ -100,9 +101,13 @@ def prepare_dense(
         f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs (cache key {key})",
         highlight=False,
     )
+
+    def say_epoch(phase: str, done: EpochDone) -> None:
+        console.print(f"{phase}: {done.describe()}", highlight=False)
+
     device = resolve_device(sweep.device)
     dense = DenseCache(sweep.cache_dir).get_or_train(
-        key, lambda: train_dense(config, splits.to(device), device)
+        key, lambda: train_dense(config, splits.to(device), device, on_epoch=say_epoch)
     )
     source = "trained now" if dense.trained_here else "from cache"
     console.print(

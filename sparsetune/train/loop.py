@@ -8,6 +8,9 @@ the loader's own generator, and the model's initial weights from the caller's se
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,20 @@ NO_HOOKS = TrainingHooks()
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the trial is recorded as failed with this reason."""
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    """What `fit` tells its `on_epoch` callback after each epoch: a long phase (L0's 200 epochs)
+    otherwise runs for hours with nothing to show."""
+
+    epoch: int  # 1-based
+    epochs: int
+    mean_loss: float
+    seconds: float  # since the phase started
+
+    def describe(self) -> str:
+        return f"epoch {self.epoch}/{self.epochs}, loss {self.mean_loss:.4f} ({self.seconds:.0f} s)"
 
 
 def make_optimizer(model: nn.Module, recipe: TrainConfig) -> torch.optim.Optimizer:
@@ -50,9 +67,11 @@ def fit(
     *,
     seed: int,
     hooks: TrainingHooks = NO_HOOKS,
+    on_epoch: Callable[[EpochDone], None] | None = None,
 ) -> float:
     """Train `model` on `data` for `recipe.epochs`; returns the last epoch's mean loss."""
     keep_freed_memory()
+    started = time.perf_counter()
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     loader = InMemoryLoader(data, recipe.batch_size, shuffle=True, seed=seed)
@@ -78,6 +97,8 @@ def fit(
             raise TrainingDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}")
         if scheduler is not None:
             scheduler.step()
+        if on_epoch is not None:
+            on_epoch(EpochDone(epoch + 1, recipe.epochs, mean_loss, time.perf_counter() - started))
     return mean_loss
 
 

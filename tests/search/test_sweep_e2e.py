@@ -41,6 +41,7 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
     result, out = run_sweep_cli(tmp_path, SMALL_SPACE, trials=4, experiment="e2e")
     assert "Pareto front" in result.stdout
     assert "4 done, 0 running, 0 failed of 4" in result.stderr
+    assert "dense: epoch 1/1, loss " in result.stderr  # the driver's dense stage, as it trains
 
     # MLflow: one parent, four children linked to it, each with params, tags, metrics, ticket.
     client, parents, children = sweep_runs(out, "e2e")

@@ -13,7 +13,14 @@ from sparsetune.config import TrainConfig
 from sparsetune.data.tensors import TensorSet
 from sparsetune.models import build_model
 from sparsetune.pruning.base import TrainingHooks
-from sparsetune.train.loop import TrainingDiverged, evaluate, fit, make_optimizer, make_scheduler
+from sparsetune.train.loop import (
+    EpochDone,
+    TrainingDiverged,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+)
 
 
 def lenet300(splits, seed: int) -> nn.Module:
@@ -39,6 +46,21 @@ def test_fit_is_deterministic_under_a_seed_and_learns(small_splits):
     accuracy, loss = evaluate(first, small_splits.val)
     assert accuracy > 0.5  # ten classes: chance is 0.1
     assert 0 < loss < math.log(10)  # better than a uniform guess
+
+
+def test_fit_tells_on_epoch_of_each_epoch_in_order(small_splits):
+    seen: list[EpochDone] = []
+    loss = fit(
+        lenet300(small_splits, seed=0),
+        small_splits.train,
+        TrainConfig(epochs=3),
+        seed=0,
+        on_epoch=seen.append,
+    )
+    assert [(done.epoch, done.epochs) for done in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert seen[-1].mean_loss == loss  # the epoch's mean loss, the one fit returns
+    assert seen[0].mean_loss > seen[-1].mean_loss  # it learns: the first epoch's loss is higher
+    assert 0 < seen[0].seconds <= seen[1].seconds <= seen[2].seconds  # since the phase started
 
 
 def test_fit_ignores_the_global_random_state(small_splits):
