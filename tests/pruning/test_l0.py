@@ -367,7 +367,7 @@ def test_short_training_learns_sparse_weights_with_accuracy_far_above_chance(sma
         small_splits, granularity="weight", l0_lambda=0.05, gate_lr_factor=100, epochs=4
     )
     accuracy, _ = evaluate(model, small_splits.val)
-    assert 1 - 1 / masks.compression() > 0.5  # over half the weights gone
+    assert masks.compression() > 2  # over half the weights gone
     assert accuracy > 0.8  # chance is 0.1
     for name, mask in masks.items():  # and what was pruned is exactly zero in the model
         module = model.get_submodule(name.rpartition(".")[0])

@@ -92,7 +92,7 @@ def test_the_budget_ends_a_sweep_cleanly_and_the_hypervolume_is_a_history(tmp_pa
     report = json.loads((out / "pareto.json").read_text())
     assert report["budget_spent"] is True
     finished = report["trials"]["finished"]
-    assert 1 <= finished < 200
+    assert 0 < finished < 200
     assert report["trials"]["failed"] == 0
     assert elapsed < 150  # 30 s of trials plus start-up and a last round, not 200 trials
 
