@@ -40,6 +40,12 @@ class SensitivityConfig(MethodConfig):
     estimate: Literal["per_example", "batch_mean"] = "per_example"
     lr: float = Field(0.1, gt=0, le=10, description="SGD learning rate eta")
     momentum: float = Field(0.0, ge=0, lt=1)
+    # Not in the 2018 equations (1 is the paper): Sb = max(0, 1 - scale S). With the softmax, S
+    # is a mean of small per-example values, so at 1 almost no weight is protected and the term
+    # is a uniform decay; the LeNet-300-100 recipe uses 100 (docs/methods.md).
+    sensitivity_scale: float = Field(
+        1.0, gt=0, le=1e6, description="factor on S before the bound max(0, 1 - scale S)"
+    )
 
     @model_validator(mode="after")
     def _rounds_fit(self) -> SensitivityConfig:
@@ -129,9 +135,9 @@ def supports_per_example(module: nn.Module) -> bool:
     )
 
 
-def insensitivity(sensitivity: torch.Tensor) -> torch.Tensor:
-    """Sb = max(0, 1 - S): 1 for a weight the output ignores, 0 from S >= 1 on."""
-    return (1 - sensitivity).clamp(min=0)
+def insensitivity(sensitivity: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Sb = max(0, 1 - scale S): 1 for a weight the output ignores, 0 from scale S >= 1 on."""
+    return (1 - scale * sensitivity).clamp(min=0)
 
 
 def labels_from_cross_entropy_grad(logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -158,7 +164,8 @@ class SensitivityRegularization(PruningMethod):
     then prunes it. The paper's equations (section 3):
     - sensitivity of the C outputs y to a weight w: S(y, w) = sum_k alpha_k |dy_k / dw|;
       `unspecific`: alpha_k = 1 for every k; `specific`: alpha_k = 1 for the true class only;
-    - bounded insensitivity: Sb(y, w) = max(0, 1 - S(y, w)), in [0, 1];
+    - bounded insensitivity: Sb(y, w) = max(0, 1 - S(y, w)), in [0, 1] (here max(0, 1 - scale
+      S), `sensitivity_scale` 1 by default: the paper);
     - update: w <- w - eta dL/dw - lambda * w * Sb(y, w) (the gradient of the penalty
       lambda/2 * sum_w w^2 (1 - S), S held fixed);
     - every so often, weights with |w| < T are set to zero and stay there; stop when validation
@@ -194,6 +201,8 @@ class SensitivityRegularization(PruningMethod):
       loss raises rather than guessing.
     - y is the softmax output by default *(approx.: the paper leaves pre- vs post-softmax open)*;
       `output="logits"` uses the pre-softmax scores.
+    - `sensitivity_scale` multiplies S inside the bound, max(0, 1 - scale S): 1 (the default) is
+      the paper's equation; the LeNet-300-100 recipe's 100 is a deviation.
     - Schedule (`PruneDuringTraining`): start from the trained dense model of the shared dense
       stage (the paper's two-step procedure: reach performance, then regularise and threshold).
       Each round trains `prune_every` epochs with the regulariser, then prunes |w| < T (absolute,
@@ -207,7 +216,16 @@ class SensitivityRegularization(PruningMethod):
     """
 
     Config = SensitivityConfig
-    key_params = ("variant", "lmbda", "threshold", "epochs", "prune_every", "tolerance", "patience")
+    key_params = (
+        "variant",
+        "lmbda",
+        "threshold",
+        "sensitivity_scale",
+        "epochs",
+        "prune_every",
+        "tolerance",
+        "patience",
+    )
     config: SensitivityConfig
 
     def __init__(self, config: SensitivityConfig):
@@ -305,7 +323,8 @@ class SensitivityRegularization(PruningMethod):
                 zip(rest, output_sensitivity(outputs, weights, labels), strict=True)
             )
         self._layer_io = {}
-        self._insensitivity = {name: insensitivity(sensitivities[name]) for name in names}
+        scale = self.config.sensitivity_scale
+        self._insensitivity = {name: insensitivity(sensitivities[name], scale) for name in names}
 
     @torch.no_grad()
     def on_step_end(self, model: nn.Module) -> None:

@@ -174,6 +174,25 @@ def test_insensitivity_is_one_minus_s_bounded_at_zero():
     assert insensitivity(s).tolist() == [1.0, 0.75, 0.0, 0.0]
 
 
+def test_a_sensitivity_scale_multiplies_s_inside_the_bound():
+    s = torch.tensor([0.0, 0.0025, 0.01, 0.5])
+    # max(0, 1 - 100 S): 1, 0.75, 0, 0
+    torch.testing.assert_close(insensitivity(s, 100.0), torch.tensor([1.0, 0.75, 0.0, 0.0]))
+    assert SensitivityConfig().sensitivity_scale == 1.0  # the paper's equation by default
+
+
+def test_the_step_applies_the_sensitivity_scale():
+    # The per-example S of the logits (UNSPECIFIC_PER_EXAMPLE) at scale 2: the columns with
+    # S 0.35 and 0.4 are now decayed by 1 - 0.7 and 1 - 0.8, the first column not at all.
+    layer, masks = linear()
+    m = method(lmbda=0.1, output="logits", estimate="per_example", sensitivity_scale=2.0)
+    m.attach(layer, masks)
+    F.cross_entropy(layer(X), LABELS).backward()
+    m.on_step_end(layer)
+    expected = W - 0.1 * W * torch.tensor([[0.0, 0.3, 0.2], [0.0, 0.3, 0.2]])
+    torch.testing.assert_close(masks.stored_weight("weight").detach(), expected)
+
+
 def test_labels_are_read_back_from_the_cross_entropy_gradient():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 50.0, 0.0], [1.0, 1.0, 1.0]], requires_grad=True)
     targets = torch.tensor([1, 1, 2])
@@ -420,6 +439,7 @@ def test_the_regulariser_prunes_more_than_thresholding_alone(tmp_path, small_dat
         ({"output": "probits"}, "output"),
         ({"estimate": "exact"}, "estimate"),
         ({"momentum": 1.0}, "momentum"),
+        ({"sensitivity_scale": 0}, "sensitivity_scale"),
     ],
 )
 def test_out_of_range_knobs_are_rejected_with_their_name(bad, field, small_data):
