@@ -457,5 +457,5 @@ def test_the_search_space_fragment_is_valid(tmp_path):
     assert params["variant"].choices == ["unspecific", "specific"]
     assert (params["lmbda"].low, params["lmbda"].high, params["lmbda"].log) == (1e-5, 1e-2, True)
     assert (params["threshold"].low, params["threshold"].high) == (1e-4, 1e-2)
-    # the estimate the LeNet recipes were measured with (docs/methods.md)
+    # y and the estimate the search-efficiency benchmark was measured with (docs/methods.md)
     assert (params["output"].value, params["estimate"].value) == ("logits", "batch_mean")
