@@ -4,7 +4,8 @@ A trial calls a method in this order:
 1. `attach(model, masks)` once, after masks are attached and before any optimiser is built
    (a method that adds gates or buffers does it here);
 2. its `schedule()` drives the rounds (see `sparsetune.pruning.schedule`): it calls
-   `at_init` (pruning at initialisation), `compute_masks` at each pruning step, and trains;
+   `at_init` (pruning at initialisation), `begin_round` before a during-training round,
+   `compute_masks` at each pruning step, and trains;
 3. during every training step the loop calls `penalty` (added to the loss), `after_backward`
    (gradient shaping) and `on_step_end`.
 Only `compute_masks` is required. A method returns numbers and masks; it never logs or reports:
@@ -64,6 +65,10 @@ class PruningMethod(TrainingHooks, ABC):
 
     def attach(self, model: nn.Module, masks: MaskSet) -> None:
         """Called once before any optimiser is built."""
+
+    def begin_round(self, round_info: RoundInfo) -> None:
+        """Called by during-training schedules before each round's training (e.g. a rate that
+        anneals over the rounds)."""
 
     def at_init(self, model: nn.Module, masks: MaskSet, batch: tuple[torch.Tensor, ...]) -> None:
         """Called by at-initialisation schedules before training (SNIP, GraSP)."""

@@ -9,6 +9,7 @@ every reported round is a candidate for the Pareto front.
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 
 Control = Literal["none", "shuffle", "reinit"]
+RateSchedule = Literal["constant", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,9 @@ class PruneDuringTraining(Schedule):
         accepted = _snapshot(trial.model)
         reported, misses = False, 0
         for index in range(1, self.rounds + 1):
-            trial.retrain(self.epochs_per_round)
             info = RoundInfo(index, self.rounds, None)
+            trial.method.begin_round(info)
+            trial.retrain(self.epochs_per_round)
             trial.masks.update(trial.method.compute_masks(trial.model, trial.masks, info))
             val_acc, _ = loop.evaluate(trial.model, trial.splits.val)
             log.info(
@@ -246,6 +249,15 @@ class PruneDuringTraining(Schedule):
             trial.model.load_state_dict(accepted)
         if not reported:
             trial.report(0)
+
+
+def rate_factor(schedule: RateSchedule, index: int, total: int) -> float:
+    """The factor on a method's rate in round `index` (1-based) of `total`: 1 throughout, or a
+    cosine from 1 in the first round towards 0 (0.5 (1 + cos(pi (index - 1) / total))), held for
+    the round: the loop's schedulers step per epoch, and a round is often one epoch."""
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (index - 1) / total))
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.pruning.masking import attach_masks
-from sparsetune.pruning.schedule import PruneDuringTraining, RoundInfo
+from sparsetune.pruning.schedule import PruneDuringTraining, RoundInfo, rate_factor
 from sparsetune.pruning.sensitivity import (
     SensitivityConfig,
     SensitivityRegularization,
@@ -308,9 +308,13 @@ class FakeTrial:
         self.model, self.masks = linear()
         self.splits = SimpleNamespace(val=None)
         self.dense = SimpleNamespace(checkpoint=SimpleNamespace(metrics={"val_acc": dense_acc}))
-        self.method = SimpleNamespace(compute_masks=self._prune_next)
+        self.method = SimpleNamespace(compute_masks=self._prune_next, begin_round=self._begin)
         self.reported: list[tuple[int, list]] = []
         self.retrained: list[int | None] = []
+        self.events: list[str] = []
+
+    def _begin(self, info):
+        self.events.append(f"begin {info.index}/{info.total}")
 
     def _prune_next(self, model, masks, info):
         keep = torch.ones(6)
@@ -319,6 +323,7 @@ class FakeTrial:
 
     def retrain(self, epochs):
         self.retrained.append(epochs)
+        self.events.append("retrain")
         with torch.no_grad():
             self.masks.stored_weight("weight").add_(1.0)  # training moves the survivors
 
@@ -348,6 +353,8 @@ def test_every_round_within_the_tolerance_is_reported(monkeypatch):
     scripted_accuracy(monkeypatch, [0.89, 0.88, 0.95])  # exactly at the floor counts as within
     PruneDuringTraining(rounds=3, epochs_per_round=1, tolerance=0.02).run(trial)
     assert [index for index, _ in trial.reported] == [1, 2, 3]
+    # the method hears of each round before that round's training
+    assert trial.events == ["begin 1/3", "retrain", "begin 2/3", "retrain", "begin 3/3", "retrain"]
 
 
 def test_a_first_round_past_the_tolerance_reports_the_dense_model(monkeypatch):
@@ -389,6 +396,31 @@ def test_schedule_and_recipe_follow_the_config():
     assert (recipe.optimizer, recipe.lr, recipe.momentum) == ("sgd", 0.02, 0.5)
     assert (recipe.weight_decay, recipe.schedule) == (0.0, "constant")
     assert recipe.epochs == dense.epochs and recipe.batch_size == dense.batch_size
+
+
+def test_the_rate_factor_is_one_or_a_cosine_over_the_rounds():
+    assert [rate_factor("constant", i, 4) for i in (1, 2, 3, 4)] == [1.0] * 4
+    # 0.5 (1 + cos(pi (i - 1) / 4)) for i = 1..4: 1, 0.8536, 0.5, 0.1464
+    cosine = [rate_factor("cosine", i, 4) for i in (1, 2, 3, 4)]
+    assert cosine == pytest.approx([1.0, 0.85355339, 0.5, 0.14644661])
+
+
+def test_a_cosine_lr_schedule_scales_the_rate_and_lambda_of_each_round():
+    dense = TrainConfig()
+    assert method().config.lr_schedule == "constant"  # the paper's constant rate by default
+    constant = method(lr=0.1, lmbda=0.1, output="logits", estimate="per_example")
+    constant.begin_round(RoundInfo(3, 4, None))
+    assert constant.retrain_recipe(dense).lr == 0.1
+    m = method(lr=0.1, lmbda=0.1, output="logits", estimate="per_example", lr_schedule="cosine")
+    m.begin_round(RoundInfo(3, 4, None))  # factor 0.5
+    assert m.retrain_recipe(dense).lr == pytest.approx(0.05)
+    # one step at lambda 0.1 x 0.5, on the per-example S of the logits
+    layer, masks = linear()
+    m.attach(layer, masks)
+    F.cross_entropy(layer(X), LABELS).backward()
+    m.on_step_end(layer)
+    expected = W - 0.05 * W * (1 - UNSPECIFIC_PER_EXAMPLE).clamp(min=0)
+    torch.testing.assert_close(masks.stored_weight("weight").detach(), expected)
 
 
 @pytest.mark.parametrize("variant", ["unspecific", "specific"])
@@ -440,6 +472,7 @@ def test_the_regulariser_prunes_more_than_thresholding_alone(tmp_path, small_dat
         ({"estimate": "exact"}, "estimate"),
         ({"momentum": 1.0}, "momentum"),
         ({"sensitivity_scale": 0}, "sensitivity_scale"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
     ],
 )
 def test_out_of_range_knobs_are_rejected_with_their_name(bad, field, small_data):
