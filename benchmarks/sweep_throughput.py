@@ -59,7 +59,8 @@ def available_cores() -> int:
 def sweep_config(args, scratch: Path, name: str, concurrent: int, **overrides):
     """The benchmark's sweep: `args.trials` trials of the fixed space, `concurrent` at a time,
     every core shared among them; `overrides` set other `SweepConfig` fields (device, GPUs)."""
-    from sparsetune.config import DEFAULT_DATA_DIR, SweepConfig
+    from sparsetune.config import DEFAULT_DATA_DIR
+    from sparsetune.search.options import SweepConfig
 
     fields = {
         "model": MODEL,

@@ -180,7 +180,7 @@ def _run_search(sweep, space_model, unfinished, enqueued: list[dict] | None):
     and `sweep`'s common path. Its own checks (data, device, GPUs, cluster) come first."""
     from rich.console import Console
 
-    from sparsetune.config import is_ray_client
+    from sparsetune.search.options import is_ray_client
 
     through_client = is_ray_client(sweep.address)
     if not through_client:  # under Ray Client the data and devices are the cluster's
@@ -377,7 +377,8 @@ def prune(
 
     from rich.console import Console
 
-    from sparsetune.config import DataConfig, PruneOptions
+    from sparsetune.app.options import PruneOptions
+    from sparsetune.config import DataConfig
     from sparsetune.recipe import method_recipe
 
     options = _validated(
@@ -505,7 +506,8 @@ def _parsed_sets(values: list[str]) -> dict:
 def _validated_trial(**values):
     from pydantic import ValidationError
 
-    from sparsetune.config import TrialConfig, describe_validation_error
+    from sparsetune.config import TrialConfig
+    from sparsetune.validation import describe_validation_error
 
     try:
         return TrialConfig(**values)
@@ -774,7 +776,7 @@ def _checked_out_file(path: Path, option: str = "--out") -> Path:
 def _validated(model_class, values: dict):
     from pydantic import ValidationError
 
-    from sparsetune.config import describe_validation_error
+    from sparsetune.validation import describe_validation_error
 
     try:
         return model_class.model_validate(values)
@@ -792,7 +794,7 @@ def _sweep_to_run(given: dict, resume: Path | None):
     `--resume DIR` runs the sweep recorded in DIR with its recorded options; `search` with an
     `--out` that holds an unfinished sweep continues it too (the same command run again after a
     kill). A finished sweep is not run again: (None, None), said on stderr."""
-    from sparsetune.config import SweepConfig
+    from sparsetune.search.options import SweepConfig
     from sparsetune.search.state import STATE_FILE, read_state
 
     if resume is None:

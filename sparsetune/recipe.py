@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sparsetune.config import TrainConfig, describe_validation_error
+from sparsetune.config import TrainConfig
+from sparsetune.validation import describe_validation_error
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 SPACES_DIR = Path(__file__).parent / "search_spaces"

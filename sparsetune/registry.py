@@ -1,28 +1,51 @@
 """A lazy name -> object table: the one mechanism behind every extension point.
 
 Entries are "module:attribute" strings, imported on first use, so listing or validating names
-never imports torch. Unknown names raise a ValueError that lists the known ones.
+never imports torch. Unknown names raise a ValueError that lists the known ones. Other packages
+add entries without editing this one, through an entry-point group (`[project.entry-points.
+"sparsetune.methods"] toy = "toypkg.toy:ToyPruning"` in their pyproject) or `Registry.register`.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 
 class Registry(Mapping[str, Any]):
-    def __init__(self, kind: str, table: Mapping[str, str]):
+    def __init__(self, kind: str, table: Mapping[str, str], entry_point_group: str | None = None):
         self.kind = kind
+        self.entry_point_group = entry_point_group
         self._table = dict(table)
         self._loaded: dict[str, Any] = {}
+        self._plugins_read = entry_point_group is None
+
+    def register(self, name: str, target: str | Any) -> None:
+        """Add `name`: a "module:attribute" string (imported on first use) or the object itself."""
+        if isinstance(target, str):
+            self._table[name] = target
+            self._loaded.pop(name, None)
+        else:
+            self._table[name] = f"{target.__module__}:{target.__qualname__}"
+            self._loaded[name] = target
+
+    def _entries(self) -> dict[str, str]:
+        if not self._plugins_read:
+            # Read once, when a name is first needed: installed packages that extend this table.
+            # A built-in name wins over a plugin's, so a package cannot shadow one by accident.
+            self._plugins_read = True
+            for point in entry_points(group=self.entry_point_group):
+                self._table.setdefault(point.name, point.value)
+        return self._table
 
     def names(self) -> list[str]:
-        return sorted(self._table)
+        return sorted(self._entries())
 
     def check(self, name: str) -> str:
         """Return `name` if registered, else raise a ValueError that lists the known names."""
-        if name not in self._table:
+        if name not in self._entries():
             raise ValueError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
             )
@@ -32,17 +55,20 @@ class Registry(Mapping[str, Any]):
         self.check(name)
         if name not in self._loaded:
             module_name, _, attribute = self._table[name].partition(":")
-            self._loaded[name] = getattr(importlib.import_module(module_name), attribute)
+            target: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                target = getattr(target, part)
+            self._loaded[name] = target
         return self._loaded[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._table
+        return name in self._entries()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self._entries())
 
 
 def import_object(path: str) -> Any:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from cli_helpers import SYNTHETIC_RUN, run_cli
 
-from sparsetune.config import SweepConfig
+from sparsetune.search.options import SweepConfig
 
 
 def _closed_port() -> int:

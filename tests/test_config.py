@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sparsetune.config import DataConfig, SweepConfig, TrialConfig, describe_validation_error
+from sparsetune.config import DataConfig, TrialConfig
+from sparsetune.search.options import SweepConfig
+from sparsetune.validation import describe_validation_error
 
 
 def test_default_folders_are_expanded_to_the_home_directory():

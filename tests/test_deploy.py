@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from sparsetune.cli import app
-from sparsetune.config import SweepConfig
+from sparsetune.search.options import SweepConfig
 
 MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "rayjob.yaml"
 

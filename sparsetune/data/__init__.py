@@ -11,22 +11,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from sparsetune.registry import Registry
+from sparsetune.catalog import DATASETS
 
 if TYPE_CHECKING:
     from sparsetune.config import DataConfig
     from sparsetune.data.tensors import Splits
 
-DATASETS = Registry(
-    "dataset",
-    {
-        "mnist": "sparsetune.data.mnist_like:load_mnist",
-        "fashion-mnist": "sparsetune.data.mnist_like:load_fashion_mnist",
-        "cifar10": "sparsetune.data.cifar:load_cifar10",
-        "cifar100": "sparsetune.data.cifar:load_cifar100",
-        "synthetic": "sparsetune.data.synthetic:load_synthetic",
-    },
-)
+__all__ = ["DATASETS", "load_splits"]
 
 # Several trials in one worker process share a dataset: decode it once. Bounded, because one
 # MNIST-like set is about 220 MB as float32.

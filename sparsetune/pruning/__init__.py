@@ -1,4 +1,4 @@
-"""Pruning methods by name. Each entry is one line: "name": "module:Class".
+"""Pruning methods by name (the table lives in `sparsetune.catalog`, one line a method).
 
 Listing and validating names imports nothing heavy; `METHODS[name]` imports the method's module.
 `METHOD_CONFIGS[name]` is the method's pydantic `Config` (the knobs the search varies).
@@ -9,21 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sparsetune.registry import Registry
+from sparsetune.catalog import METHODS
 
-METHODS = Registry(
-    "method",
-    {
-        "dense": "sparsetune.pruning.dense:Dense",
-        "magnitude": "sparsetune.pruning.magnitude:MagnitudePruning",
-        "l0": "sparsetune.pruning.l0:L0Regularization",
-        "sensitivity": "sparsetune.pruning.sensitivity:SensitivityRegularization",
-        "snip": "sparsetune.pruning.snip:SNIP",
-        "grasp": "sparsetune.pruning.grasp:GraSP",
-        "random": "sparsetune.pruning.random_pruning:RandomPruning",
-        "lottery": "sparsetune.pruning.lottery:LotteryTicket",
-    },
-)
+__all__ = ["METHODS", "METHOD_CONFIGS"]
 
 
 class _ConfigView(Mapping[str, Any]):

@@ -20,7 +20,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 
-from sparsetune.config import SweepConfig
+from sparsetune.search.options import SweepConfig
 from sparsetune.search.space import SearchSpace
 from sparsetune.search.state import SweepState
 from sparsetune.search.sweep import SweepOutcome, prepare_dense, run_sweep

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from sparsetune.config import TrainConfig, describe_validation_error, method_config_class
+from sparsetune.catalog import method_config_class
+from sparsetune.config import TrainConfig
 from sparsetune.pruning import METHODS
+from sparsetune.validation import describe_validation_error
 
 if TYPE_CHECKING:
     import optuna

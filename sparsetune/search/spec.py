@@ -16,14 +16,9 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from sparsetune.config import (
-    Device,
-    Frozen,
-    SweepConfig,
-    describe_validation_error,
-    looks_like_uri,
-    register_for_messages,
-)
+from sparsetune.config import Device, Frozen
+from sparsetune.search.options import SweepConfig, looks_like_uri
+from sparsetune.validation import describe_validation_error, register_for_messages
 
 NewSweep = Literal["never", "daily", "always"]
 

@@ -23,7 +23,7 @@ from ray.tune.stopper import CombinedStopper, Stopper
 from rich.console import Console
 
 from sparsetune.atomic import atomic_write_text
-from sparsetune.config import SweepConfig, TrainConfig, TrialConfig
+from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key, trial_hash
 from sparsetune.pruning import METHODS
@@ -31,6 +31,7 @@ from sparsetune.report.results import write_pareto_json, write_trials_csv
 from sparsetune.search.choices import resolve_early_stop, resolve_sampler
 from sparsetune.search.hypervolume import describe_axes
 from sparsetune.search.objectives import Objective, resolve_objective
+from sparsetune.search.options import SweepConfig
 from sparsetune.search.progress import SweepProgress
 from sparsetune.search.samplers import make_sampler
 from sparsetune.search.space import SearchSpace

@@ -10,9 +10,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from sparsetune.config import DataConfig, TrialConfig, describe_validation_error
+from sparsetune.config import DataConfig, TrialConfig
 from sparsetune.models import build_model, check_model_name
 from sparsetune.train.metrics import architecture_string
+from sparsetune.validation import describe_validation_error
 
 USER_MODULE = """
     import torch
