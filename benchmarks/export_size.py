@@ -51,6 +51,7 @@ from sparsetune.config import (
 )
 from sparsetune.data import load_splits
 from sparsetune.export import EXPORT_FORMATS, export_ticket, load, read_ticket
+from sparsetune.train.allocator import keep_freed_memory
 from sparsetune.trial import run_trial
 
 SEED = 0
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         help=f"where Fashion-MNIST lives (default {DEFAULT_DATA_DIR})",
     )
     args = parser.parse_args(argv)
+    keep_freed_memory()  # this process trains: reuse freed blocks (train/allocator.py)
     if args.repeats < 3:
         parser.error(f"--repeats must be at least 3 (got {args.repeats})")
     # Whatever a library prints goes to stderr, so that with --json stdout holds only the result.

@@ -46,6 +46,7 @@ from sparsetune.search.objectives import OBJECTIVES
 from sparsetune.search.samplers import make_sampler
 from sparsetune.search.space import SearchSpace, default_space_path, load_space, params_from_flat
 from sparsetune.search.stopping import DominanceStopper
+from sparsetune.train.allocator import keep_freed_memory
 from sparsetune.trial import run_trial
 
 OBJECTIVE = OBJECTIVES["pareto"]
@@ -81,7 +82,11 @@ class Grid:
 
     @classmethod
     def load(cls, path: Path, space: SearchSpace) -> Grid:
-        return cls(yaml.safe_load(path.read_text()) or {}, space)
+        """The grid in `path` over `space` narrowed to the methods the grid lists: a method added
+        to the space since (a new or a plugin's) sits the benchmark out until it gets values."""
+        values = yaml.safe_load(path.read_text()) or {}
+        listed = {method: specs for method, specs in space.methods.items() if method in values}
+        return cls(values, space.model_copy(update={"methods": listed}))
 
     def points(self) -> list[dict[str, Any]]:
         """Every combination, as the flat configs `SearchSpace.sample` gives, without repeats."""
@@ -233,6 +238,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
+    keep_freed_memory()  # this process trains: reuse freed blocks (train/allocator.py)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     space = load_space(default_space_path("lenet300"))

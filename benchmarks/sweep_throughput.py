@@ -242,6 +242,9 @@ def run_and_print(args: argparse.Namespace, run, report, prefix: str) -> None:
     """`run(args, scratch)` in a scratch folder removed afterwards, everything it prints sent to
     stderr; then the result on stdout: `report(result)`, or with --json the JSON object alone."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # as the CLI: no experiment box on stdout
+    from sparsetune.train.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI: this process trains (the dense stage, the cache trials)
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
     real_stdout = sys.stdout
     try:

@@ -439,8 +439,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> tuple[dict, list[tuple[str, float, str, bool]], str]:
     threads = available_cores()
     torch.set_num_threads(threads)
-    # What every sparsetune training process does (fit calls it too): set before any arm runs,
-    # so the plain loop gets the same allocator as the trainer.
+    # What every sparsetune training process does (its entry point calls it): set before any
+    # arm runs, so the plain loop gets the same allocator as the trainer.
     allocator_tuned = keep_freed_memory()
     config = DataConfig(name="fashion-mnist", data_dir=args.data_dir or DEFAULT_DATA_DIR)
     splits = load_splits(config)

@@ -9,7 +9,7 @@
    classes, as CIFAR-10) with SNIP and GraSP at 90%, 95% and 98% sparsity: each run's accuracy,
    compression and the wall time of a training epoch, dense and sparse.
 
-Runs go through `sparsetune prune`'s code (`run_single`) with each model's recipe scaled to
+Runs go through `sparsetune prune`'s code (`run_pruning`) with each model's recipe scaled to
 `--epochs`. Epoch times are the training loop's own wall time (CUDA synchronised) divided by its
 epochs, so they leave out scoring, evaluation and data loading. Not part of the test suite: CI has
 no GPU. Needs torch with CUDA, pydantic, pyyaml, rich and safetensors; no Ray, Optuna or MLflow.
@@ -27,11 +27,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import sparsetune.trial as trial_module
+import sparsetune.trial.context
+import sparsetune.trial.dense
+from sparsetune.app.prune import run_pruning
 from sparsetune.config import DataConfig, SyntheticOptions, TrialConfig
 from sparsetune.pruning import METHODS
 from sparsetune.recipe import method_recipe
-from sparsetune.single_run import run_single
+from sparsetune.train.allocator import keep_freed_memory
+
+# The trial modules that call the training loop: the dense stage and the trial's retraining.
+TRAINING_MODULES = (sparsetune.trial.dense, sparsetune.trial.context)
 
 
 class EpochClock:
@@ -39,7 +44,7 @@ class EpochClock:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, float]] = []  # (epochs, seconds) per call of the loop
-        self._fit = trial_module.fit
+        self._fit = sparsetune.trial.context.fit
 
     def __enter__(self) -> EpochClock:
         def timed_fit(model, data, recipe, **options):
@@ -50,11 +55,13 @@ class EpochClock:
             self.calls.append((recipe.epochs, time.perf_counter() - started))
             return loss
 
-        trial_module.fit = timed_fit
+        for module in TRAINING_MODULES:
+            module.fit = timed_fit
         return self
 
     def __exit__(self, *exc) -> None:
-        trial_module.fit = self._fit
+        for module in TRAINING_MODULES:
+            module.fit = self._fit
 
     def last_per_epoch(self) -> float | None:
         """Seconds per epoch of the last training (a trial's sparse training comes last)."""
@@ -70,7 +77,7 @@ def synchronise() -> None:
 def run(config: TrialConfig, out: Path, cache: Path, clock: EpochClock) -> dict:
     before = len(clock.calls)
     started = time.perf_counter()
-    single = run_single(config, out=out, cache_dir=cache)
+    single = run_pruning(config, out=out, cache_dir=cache)
     summary = single.summary()
     return {
         "model": config.model,
@@ -103,6 +110,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda; cpu only for a dry run")
     parser.add_argument("--json-out", type=Path, help="write every result there as JSON")
     args = parser.parse_args()
+    keep_freed_memory()  # this process trains: reuse freed blocks (train/allocator.py)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device is visible; run it on a machine with a GPU")
     # 5,000 more for the validation split, as CIFAR-10's 50,000 hold out 5,000 here.

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/paper_check.py --dataset mnist              # the papers' lengths
     .venv/bin/python scripts/paper_check.py --dataset fashion-mnist --epochs 2   # a quick look
 
-Runs go one after another in this process through `sparsetune prune`'s code (`run_single`), with
+Runs go one after another in this process through `sparsetune prune`'s code (`run_pruning`), with
 the recipes of sparsetune/recipes/ (`--epochs` scales them, as `prune --epochs` does) and one
 dense cache, so the dense stages are trained once. The papers' numbers are MNIST's
 (../shared/papers.md): on Fashion-MNIST compare compression and the accuracy drop from dense.
@@ -20,9 +20,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sparsetune.app.prune import run_pruning
+from sparsetune.catalog import METHODS
 from sparsetune.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, DataConfig, TrialConfig
 from sparsetune.recipe import method_recipe
-from sparsetune.single_run import run_single
+from sparsetune.train.allocator import keep_freed_memory
 
 # (model, method) -> the papers' MNIST results: (test error %, compression), from papers.md.
 PUBLISHED: dict[tuple[str, str], list[tuple[str, float, float | None]]] = {
@@ -47,7 +49,6 @@ PUBLISHED: dict[tuple[str, str], list[tuple[str, float, float | None]]] = {
     ],
     ("lenet5", "sensitivity"): [("Tartaglione, unspecific", 0.78, 51.1), ("specific", 0.8, 41.9)],
 }
-METHODS = ("dense", "magnitude", "lottery", "l0", "sensitivity", "snip", "grasp", "random")
 
 
 def main() -> None:
@@ -55,13 +56,15 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     parser.add_argument("--epochs", type=int, help="dense epochs; method epochs scale along")
     parser.add_argument("--models", default="lenet300,lenet5")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    # Every registered method; one without a recipe entry runs with its Config's defaults.
+    parser.add_argument("--methods", default=",".join(METHODS.in_order()))
     parser.add_argument("--subset", type=int)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", type=Path, default=Path("sparsetune-runs/paper-check"))
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
+    keep_freed_memory()  # this process trains: reuse freed blocks (train/allocator.py)
 
     log = Console(stderr=True)
     rows = []
@@ -78,7 +81,7 @@ def main() -> None:
                 params=recipe.params,
             )
             log.print(f"{model} {method}: dense {recipe.train.epochs} epochs, {recipe.params}")
-            single = run_single(
+            single = run_pruning(
                 config, out=args.out / f"{model}-{method}", cache_dir=args.cache_dir
             )
             summary = single.summary()

@@ -15,9 +15,11 @@ from typing import Any
 
 from sparsetune.registry import Registry, import_object
 
-MODELS = Registry(
-    "model",
-    {
+# kind -> name -> "module:attribute". One line a name; the order is the one a search space's
+# `methods: all` samples the methods in. Each kind also reads the entry-point group
+# "sparsetune.<kind>s", through which installed packages add names.
+BUILT_IN: dict[str, dict[str, str]] = {
+    "model": {
         "lenet300": "sparsetune.models.lenet:LeNet300",
         "lenet5": "sparsetune.models.lenet:LeNet5",
         "resnet20": "sparsetune.models.resnet_cifar:resnet20",
@@ -26,35 +28,33 @@ MODELS = Registry(
         "vgg16": "sparsetune.models.vgg_cifar:vgg16",
         "vgg19": "sparsetune.models.vgg_cifar:vgg19",
     },
-    entry_point_group="sparsetune.models",
-)
-
-DATASETS = Registry(
-    "dataset",
-    {
+    "dataset": {
         "mnist": "sparsetune.data.mnist_like:load_mnist",
         "fashion-mnist": "sparsetune.data.mnist_like:load_fashion_mnist",
         "cifar10": "sparsetune.data.cifar:load_cifar10",
         "cifar100": "sparsetune.data.cifar:load_cifar100",
         "synthetic": "sparsetune.data.synthetic:load_synthetic",
     },
-    entry_point_group="sparsetune.datasets",
-)
-
-METHODS = Registry(
-    "method",
-    {
+    "method": {
         "dense": "sparsetune.pruning.dense:Dense",
         "magnitude": "sparsetune.pruning.magnitude:MagnitudePruning",
+        "lottery": "sparsetune.pruning.lottery:LotteryTicket",
         "l0": "sparsetune.pruning.l0:L0Regularization",
         "sensitivity": "sparsetune.pruning.sensitivity:SensitivityRegularization",
         "snip": "sparsetune.pruning.snip:SNIP",
         "grasp": "sparsetune.pruning.grasp:GraSP",
         "random": "sparsetune.pruning.random_pruning:RandomPruning",
-        "lottery": "sparsetune.pruning.lottery:LotteryTicket",
     },
-    entry_point_group="sparsetune.methods",
-)
+}
+
+
+def _registry(kind: str) -> Registry:
+    return Registry(kind, BUILT_IN[kind], entry_point_group=f"sparsetune.{kind}s")
+
+
+MODELS = _registry("model")
+DATASETS = _registry("dataset")
+METHODS = _registry("method")
 
 
 def method_config_class(method: str) -> Any:

@@ -2,8 +2,9 @@
 
 `recipes/<model>.yaml` holds the dense recipe and, per method, its parameters and optionally its
 own dense recipe (lottery tickets train with Adam at batch 60, Han et al. with Caffe's SGD). A
-model without a recipe file takes the `train:` section of its search space and each method's
-Config defaults; a user model takes TrainConfig's defaults.
+method without an entry (a new one, a plugin's) runs with its Config defaults on the model's dense
+recipe. A model without a recipe file takes the `train:` section of its search space and each
+method's Config defaults; a user model takes TrainConfig's defaults.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import yaml
 from pydantic import ValidationError
 
 from sparsetune.config import TrainConfig
+from sparsetune.shipped import SPACES_DIR
 from sparsetune.validation import describe_validation_error
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-SPACES_DIR = Path(__file__).parent / "search_spaces"
 
 
 @dataclass(frozen=True)

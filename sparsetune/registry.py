@@ -43,6 +43,10 @@ class Registry(Mapping[str, Any]):
     def names(self) -> list[str]:
         return sorted(self._entries())
 
+    def in_order(self) -> list[str]:
+        """The names in the order they were added: the built-in table's, then plugins'."""
+        return list(self._entries())
+
     def check(self, name: str) -> str:
         """Return `name` if registered, else raise a ValueError that lists the known names."""
         if name not in self._entries():

@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from sparsetune.cli import app
+from sparsetune.cli.options import given_options
 from sparsetune.search.options import SweepConfig
 
 MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "rayjob.yaml"
@@ -37,8 +38,7 @@ def test_the_rayjob_runs_sparsetune_search_on_the_cluster():
 
     # Parsed as the CLI parses it, and valid as a sweep (without running anything).
     context = _search_command().make_context("search", words[2:])
-    values = {k: v for k, v in context.params.items() if v is not None}
-    sweep = SweepConfig.model_validate({k: v for k, v in values.items() if v is not None})
+    sweep = SweepConfig.model_validate(given_options(context, SweepConfig))
     assert sweep.address == "auto" and sweep.storage_dir == Path("/mnt/shared/sparsetune")
     assert sweep.gpus_per_trial == 0.25
 

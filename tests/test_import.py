@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,12 +36,26 @@ def test_the_check_sees_a_heavy_import():
         "sparsetune",
         "sparsetune.config",
         "sparsetune.registry",
+        "sparsetune.catalog",
+        "sparsetune.validation",
+        "sparsetune.results",
+        "sparsetune.recipe",
         "sparsetune.identity",
+        "sparsetune.app",
         "sparsetune.cli",
     ],
 )
 def test_importing_loads_no_heavy_library(module):
     assert loaded_after(f"import {module}") == []
+
+
+def test_the_application_layer_imports_its_heavy_parts_inside_functions():
+    app = Path(__file__).resolve().parents[1] / "sparsetune" / "app"
+    modules = sorted(
+        f"sparsetune.app.{path.stem}" for path in app.glob("*.py") if path.stem != "__init__"
+    )
+    assert "sparsetune.app.options" in modules
+    assert loaded_after("\n".join(f"import {module}" for module in modules)) == []
 
 
 def test_validating_names_and_data_needs_no_torch():

@@ -1,35 +1,87 @@
-"""The application layer's typed options for one configuration (`sparsetune prune`)."""
+"""The application layer's typed options: one configuration (`sparsetune prune`) and the MLflow
+UI (`sparsetune ui`).
+
+The one declaration of these commands' options: their flags are generated from these fields
+(name, type, help = description, default), as `search`'s are from `SweepConfig`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from pydantic import Field
 
+from sparsetune.catalog import METHODS
 from sparsetune.config import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
     DEFAULT_VAL_SIZE,
-    DatasetName,
     Frozen,
     MethodName,
-    ModelName,
     UserPath,
 )
+from sparsetune.search.options import (
+    DEFAULT_DATASET,
+    CacheDirOption,
+    DataDirOption,
+    DatasetOption,
+    DeviceOption,
+    ModelOption,
+    SubsetOption,
+    ValSizeOption,
+    later_default,
+    marks,
+    one_of,
+)
+from sparsetune.tracking.ui import DEFAULT_PORT
 from sparsetune.validation import register_for_messages
 
 
 class PruneOptions(Frozen):
     """`sparsetune prune`'s options; the trial itself is then validated as a TrialConfig."""
 
-    model: ModelName
-    dataset: DatasetName
-    method: MethodName
+    model: ModelOption
+    method: MethodName = Field("magnitude", description=one_of(METHODS.names()))
+    dataset: DatasetOption = DEFAULT_DATASET
+    params: dict[str, Any] = Field(
+        {},
+        description="a method parameter as key=value (YAML value); repeat for more",
+        json_schema_extra=marks(flag="--set"),
+    )
+    epochs: int | None = later_default(
+        "dense epochs; the method's *epochs knobs scale with them", "the paper's", ge=1
+    )
+    subset: SubsetOption = None
+    data_dir: DataDirOption = DEFAULT_DATA_DIR
+    out: UserPath | None = later_default(
+        "output folder", "./sparsetune-runs/prune-<model>-<method>"
+    )
+    cache_dir: CacheDirOption = DEFAULT_CACHE_DIR
+    tracking_uri: str | None = later_default("record an MLflow run there", "no MLflow")
+    experiment: str = Field("sparsetune-prune", description="MLflow experiment")
+    val_size: ValSizeOption = DEFAULT_VAL_SIZE
+    seed: int = Field(0, description="seed of initialisation and training")
+    device: DeviceOption = "auto"
 
-    out: UserPath | None = None
-    cache_dir: UserPath = DEFAULT_CACHE_DIR
-    data_dir: UserPath = DEFAULT_DATA_DIR
-    epochs: int | None = Field(None, ge=1, description="dense training epochs")
-    subset: int | None = Field(None, ge=1)
-    val_size: int = Field(DEFAULT_VAL_SIZE, ge=1)
+    @property
+    def folder(self) -> Path:
+        """Where the run's tickets and result.json go."""
+        return (self.out or Path("sparsetune-runs") / f"prune-{self.model}-{self.method}").resolve()
+
+
+class UiOptions(Frozen):
+    """`sparsetune ui`'s options: which store to serve, and where."""
+
+    out: UserPath | None = later_default("sweep folder", "the one sweep under ./sparsetune-runs")
+    tracking_uri: str | None = Field(
+        None, description="MLflow store URI to serve instead (e.g. sqlite:///path/mlflow.db)"
+    )
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="port to listen on")
+    host: str = Field(
+        "127.0.0.1", description="interface to bind (0.0.0.0 opens it to the network)"
+    )
 
 
 register_for_messages(PruneOptions)
+register_for_messages(UiOptions)

@@ -6,7 +6,7 @@ each file's md5 when it reads them. Where they come from, in order:
   1. already there (copied by hand or by an earlier run): read them;
   2. torchvision's archive (`cifar-10-python.tar.gz`) copied into `data_dir`: checked and unpacked,
      no network needed;
-  3. torchvision's download, with the MNIST loader's short socket timeout;
+  3. torchvision's download, with a short socket timeout (`sparsetune.data.downloads`);
      `SPARSETUNE_OFFLINE=1` skips it.
 Otherwise a one-line ValueError says where the files should go.
 
@@ -19,12 +19,10 @@ crop, horizontal flip), which `InMemoryLoader` applies to each training batch.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,12 +30,7 @@ import torch
 from filelock import FileLock
 
 from sparsetune.data.augment import CropAndFlip
-from sparsetune.data.mnist_like import (
-    download_timeout,
-    make_data_folder,
-    offline_reason,
-    short_reason,
-)
+from sparsetune.data.downloads import download_into, make_data_folder, offline_reason
 from sparsetune.data.tensors import RawData, TensorSet
 
 if TYPE_CHECKING:
@@ -63,14 +56,6 @@ class _Source:
 # the scale makes little difference.
 _CIFAR10 = _Source("cifar10", "CIFAR10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100 = _Source("cifar100", "CIFAR100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-
-
-def load_cifar10(config: DataConfig) -> RawData:
-    return _load(config, _CIFAR10)
-
-
-def load_cifar100(config: DataConfig) -> RawData:
-    return _load(config, _CIFAR100)
 
 
 def _load(config: DataConfig, source: _Source) -> RawData:
@@ -103,6 +88,11 @@ def _load(config: DataConfig, source: _Source) -> RawData:
         test=_normalised(test, source, augment=None),
         num_classes=len(train.classes),
     )
+
+
+# The registered loaders (sparsetune.catalog): `(DataConfig) -> RawData`.
+load_cifar10 = partial(_load, source=_CIFAR10)
+load_cifar100 = partial(_load, source=_CIFAR100)
 
 
 def _normalised(dataset: CIFAR10, source: _Source, augment: CropAndFlip | None) -> TensorSet:
@@ -152,20 +142,12 @@ def _unpack_or_download(dataset_class: type[CIFAR10], root: Path, archive: Path)
         skipped = offline_reason()
         if skipped is not None:
             return skipped
-    try:
-        with (
-            download_timeout(),
-            tempfile.TemporaryDirectory(dir=root, prefix=".downloading-") as staging,
-        ):
-            if have_archive:
-                # torchvision's download skips a file whose md5 matches, then unpacks it.
-                os.symlink(archive.resolve(), Path(staging) / dataset_class.filename)
-            with (
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
-                dataset_class(staging, train=False, download=True)
-            os.replace(Path(staging) / dataset_class.base_folder, root / dataset_class.base_folder)
-    except (RuntimeError, OSError) as error:
-        return f"the download failed ({short_reason(error)})"
-    return None
+
+    def fetch(staging: Path) -> None:
+        if have_archive:
+            # torchvision's download skips a file whose md5 matches, then unpacks it.
+            os.symlink(archive.resolve(), staging / dataset_class.filename)
+        dataset_class(str(staging), train=False, download=True)
+        os.replace(staging / dataset_class.base_folder, root / dataset_class.base_folder)
+
+    return download_into(root, fetch)

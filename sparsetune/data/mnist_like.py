@@ -15,21 +15,18 @@ and one process at a time fetches them, so trials starting together never read a
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import re
 import shutil
-import socket
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from filelock import FileLock
 
+from sparsetune.data.downloads import download_into, make_data_folder, offline_reason
 from sparsetune.data.tensors import RawData, TensorSet
 
 if TYPE_CHECKING:
@@ -38,7 +35,6 @@ if TYPE_CHECKING:
     from sparsetune.config import DataConfig
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-DOWNLOAD_TIMEOUT_S = 10.0
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -77,14 +73,6 @@ _FASHION_MNIST = _Source(
 )
 
 
-def load_mnist(config: DataConfig) -> RawData:
-    return _load(config, _MNIST)
-
-
-def load_fashion_mnist(config: DataConfig) -> RawData:
-    return _load(config, _FASHION_MNIST)
-
-
 def _load(config: DataConfig, source: _Source) -> RawData:
     from torchvision import datasets
 
@@ -100,6 +88,11 @@ def _load(config: DataConfig, source: _Source) -> RawData:
         test=_normalised(test, source),
         num_classes=len(dataset_class.classes),
     )
+
+
+# The registered loaders (sparsetune.catalog): `(DataConfig) -> RawData`.
+load_mnist = partial(_load, source=_MNIST)
+load_fashion_mnist = partial(_load, source=_FASHION_MNIST)
 
 
 def _normalised(dataset: MNIST, source: _Source) -> TensorSet:
@@ -160,65 +153,11 @@ def _download(source: _Source, dataset_class: type[MNIST], raw: Path) -> str | N
     skipped = offline_reason()
     if skipped is not None:
         return skipped
-    try:
-        with (
-            download_timeout(),
-            tempfile.TemporaryDirectory(dir=raw, prefix=".downloading-") as staging,
-        ):
-            # Progress bars and "Downloading ..." lines would flood every trial's log.
-            with (
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
-                dataset_class(staging, train=True, download=True)
-            downloaded = Path(staging) / source.torchvision_class / "raw"
-            for name in IDX_FILES:
-                os.replace(downloaded / name, raw / name)
-    except (RuntimeError, OSError) as error:
-        return f"the download failed ({short_reason(error)})"
-    return None
 
+    def fetch(staging: Path) -> None:
+        dataset_class(str(staging), train=True, download=True)
+        downloaded = staging / source.torchvision_class / "raw"
+        for name in IDX_FILES:
+            os.replace(downloaded / name, raw / name)
 
-def make_data_folder(dataset: str, folder: Path) -> Path | None:
-    """Create `folder` (and parents); return the topmost folder this created, so that a failed
-    fetch can remove what it made, or None if `folder` existed. One-line ValueError if it can't."""
-    created, probe = None, folder
-    while not probe.exists():
-        created, probe = probe, probe.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(
-            f"dataset {dataset!r}: cannot create {folder} ({error.strerror}); "
-            "pass a writable --data-dir"
-        ) from None
-    return created
-
-
-def offline_reason() -> str | None:
-    """Why no download will be tried (SPARSETUNE_OFFLINE is set), or None."""
-    if os.environ.get("SPARSETUNE_OFFLINE", "") not in ("", "0"):
-        return "the download was skipped (SPARSETUNE_OFFLINE is set; unset it to download)"
-    return None
-
-
-@contextlib.contextmanager
-def download_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
-    # torchvision offers no timeout; without one an unreachable mirror that drops packets blocks
-    # for minutes. The default is process-wide, so restore it at once.
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
-
-
-def short_reason(error: Exception) -> str:
-    # torchvision joins every mirror's error into one multi-line message; the last one will do.
-    text = str(error)
-    url_errors = re.findall(r"<urlopen error (.*?)>", text)
-    if url_errors:
-        return url_errors[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:160]
+    return download_into(raw, fetch)

@@ -1,6 +1,6 @@
 """Tickets out of sparsetune as real model files: dense, sparse or structured (physically smaller),
 and `load` for any of them or a raw ticket. torch and safetensors only: no MLflow, no Ray
-(registering a model is `sparsetune.tracking.registry`). See docs/export.md.
+(registering a model is `sparsetune.tracking.model_registry`). See docs/export.md.
 
 The names below resolve on first use (PEP 562), so that `sparsetune.export.header`, which the CLI
 reads before it validates input and the trial uses to write tickets, imports no torch.

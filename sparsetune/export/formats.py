@@ -15,7 +15,7 @@ Layouts (tensor names in the file):
   the smallest unsigned type that holds numel - 1: uint8, uint16, uint32, else int64), with its
   shape in the header's "sparse" table; every other tensor (biases, BatchNorm) whole, as
   `dense.<key>`. Its size on disk is what sparsetune reports as the memory footprint.
-- structured: the physically smaller `nn.Sequential` of `pruning.shrink` (neurons and channels
+- structured: the physically smaller `nn.Sequential` of `export.shrink` (neurons and channels
   that carry nothing removed), its layers as JSON in the header's "layers" list
   (`sparsetune.export.structured`, rebuilt from allow-lists only) and its tensors under the
   Sequential's own keys. Only tickets with removable units (e.g. L0 with granularity neuron)
@@ -122,7 +122,7 @@ def _sparse(ticket: Ticket) -> Export:
 
 
 def _structured(ticket: Ticket) -> Export:
-    from sparsetune.pruning.shrink import shrink
+    from sparsetune.export.shrink import shrink
 
     try:
         small = shrink(ticket.masked_model(), ticket.input_shape)

@@ -1,4 +1,4 @@
-"""The structured format's layer list: a shrunken `nn.Sequential` (`pruning.shrink`) as JSON, and
+"""The structured format's layer list: a shrunken `nn.Sequential` (`export.shrink`) as JSON, and
 back, through allow-lists only.
 
 Each layer becomes `{"type": ..., ...}`: an `nn` layer by class name with its constructor
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetune.pruning.shrink import Call, SelectFeatures
+from sparsetune.export.shrink import Call, SelectFeatures
 
 _CONV_ARGS = (
     "in_channels",

@@ -1,11 +1,11 @@
 """Finding and reading a ticket: the masks and squashed weights one trial round saved.
 
-A ticket is a `round-N.safetensors` file (`TrialContext._save_ticket`): tensors `mask.<name>`
-(bool) and `weight.<name>` (the plain state dict, pruned weights already zero), and a header
-(`sparsetune.export.header`) naming the model, its input shape and class count, and the round's
-metrics. A folder stands for its final ticket: the round that `result.json` names (a `sparsetune
-prune --out` folder), else the highest round-N.safetensors in it (a trial folder, or the `ticket/`
-artifacts of an MLflow run).
+A ticket is a `round-N.safetensors` file (`sparsetune.trial.tickets.write_ticket`): tensors
+`mask.<name>` (bool) and `weight.<name>` (the plain state dict, pruned weights already zero), and a
+header (`sparsetune.export.header`) naming the model, its input shape and class count, and the
+round's metrics. A folder stands for its final ticket: the round that `result.json` names (a
+`sparsetune prune --out` folder), else the highest round-N.safetensors in it (a trial folder, or
+the `ticket/` artifacts of an MLflow run).
 """
 
 from __future__ import annotations

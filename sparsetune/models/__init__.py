@@ -3,7 +3,7 @@
 Each entry is a factory `(input_shape, num_classes) -> nn.Module`, called with keyword arguments.
 A name with a colon, "package.module:factory", is imported instead of looked up: the factory
 must accept the same two keyword arguments. Optional attributes the metrics and pruning read:
-`architecture_units` (see `sparsetune.train.metrics.architecture_string`) and `output_layer`
+`architecture_units` (see `sparsetune.pruning.metrics.architecture_string`) and `output_layer`
 (the name of the last layer, which some methods prune less).
 """
 

@@ -1,15 +1,22 @@
 """The interface every pruning method implements.
 
-A trial calls a method in this order:
-1. `attach(model, masks)` once, after masks are attached and before any optimiser is built
+A method says WHAT happens to a model: which plan its rounds follow (`plan()`, data from
+`sparsetune.pruning.plans`) and which weights each pruning step keeps (`compute_masks`). The trial
+driver runs the plan and calls the hooks below, in this order:
+1. `check_layers(weight_names)` before the dense stage, so that a typo costs no training;
+2. `bind_data(train_size)` once (a method whose loss is per training example, like L0's,
+   keeps N here);
+3. `attach(model, masks)` once, after masks are attached and before any optimiser is built
    (a method that adds gates or buffers does it here);
-2. its `schedule()` drives the rounds (see `sparsetune.pruning.schedule`): it calls
-   `at_init` (pruning at initialisation), `begin_round` before a during-training round,
-   `compute_masks` at each pruning step, and trains;
-3. during every training step the loop calls `penalty` (added to the loss), `after_backward`
-   (gradient shaping) and `on_step_end`.
-Only `compute_masks` is required. A method returns numbers and masks; it never logs or reports:
-the search layer does that.
+4. the rounds of its plan (each plan kind's docstring lists its steps): `at_init` (pruning at
+   initialisation), `begin_round` before a during-training round, `compute_masks` at each pruning
+   step, and training at the recipe `retrain_recipe(dense recipe)` returns;
+5. during every training step the loop calls `penalty(model)` after the forward pass (a tensor
+   added to the loss, or None), `after_backward(model)` before the optimiser step (gradient
+   shaping) and `on_step_end(model)` after it (inherited no-ops of `train.hooks.TrainingHooks`).
+Only `plan` and `compute_masks` are required. Random draws start from `RoundInfo.seed`, the
+trial's seed, never from torch's global generator. A method returns numbers and masks; it never
+logs or reports: the search layer does that.
 """
 
 from __future__ import annotations
@@ -21,10 +28,16 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from sparsetune.train.hooks import TrainingHooks
+
 if TYPE_CHECKING:
     from sparsetune.config import TrainConfig
     from sparsetune.pruning.masking import MaskSet
-    from sparsetune.pruning.schedule import RoundInfo, Schedule
+    from sparsetune.pruning.plans import Plan, RoundInfo
+
+
+# A batch of examples as the data holds them: (inputs, targets).
+Batch = tuple[torch.Tensor, ...]
 
 
 class MethodConfig(BaseModel):
@@ -33,45 +46,38 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TrainingHooks:
-    """The per-step hooks of the training loop; no-ops unless a method overrides them."""
-
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        """A term added to the loss at each step (e.g. L0's expected gate count)."""
-        return None
-
-    def after_backward(self, model: nn.Module) -> None:
-        """Called after `loss.backward()`, before the optimiser step (gradient shaping)."""
-
-    def on_step_end(self, model: nn.Module) -> None:
-        """Called after each optimiser step (e.g. clamping gate parameters)."""
-
-
 class PruningMethod(TrainingHooks, ABC):
     Config: ClassVar[type[MethodConfig]]
     #: key hyperparameters shown in the Pareto table, in order
     key_params: ClassVar[tuple[str, ...]] = ()
+    #: a method from another package: its search-space fragment, a YAML path relative to its
+    #: module (built-in methods keep theirs in search_spaces/methods/<name>.yaml instead)
+    search_space: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig):
         self.config = config
 
     @abstractmethod
-    def schedule(self) -> Schedule:
-        """The schedule that drives this method's rounds."""
+    def plan(self) -> Plan:
+        """The plan this method's rounds follow (`sparsetune.pruning.plans`); the driver runs it."""
 
     def check_layers(self, weight_names: list[str]) -> None:
         """One-line ValueError if a per-layer knob names no prunable weight of this model; called
         before the dense stage, so that a typo costs no training."""
 
+    def bind_data(self, train_size: int) -> None:
+        """Called once per trial, before `attach`, with the number of training examples (N)."""
+
     def attach(self, model: nn.Module, masks: MaskSet) -> None:
         """Called once before any optimiser is built."""
 
     def begin_round(self, round_info: RoundInfo) -> None:
-        """Called by during-training schedules before each round's training (e.g. a rate that
-        anneals over the rounds)."""
+        """Called by the `PruneDuringTraining` plan before each round's training (e.g. a rate
+        that anneals over the rounds)."""
 
-    def at_init(self, model: nn.Module, masks: MaskSet, batch: tuple[torch.Tensor, ...]) -> None:
-        """Called by at-initialisation schedules before training (SNIP, GraSP)."""
+    def at_init(self, model: nn.Module, masks: MaskSet, batch: Batch, info: RoundInfo) -> None:
+        """Called by the `AtInitialisation` plan with the scoring batch, before `compute_masks`
+        of the same round (`info`); SNIP and GraSP score here."""
 
     def retrain_recipe(self, dense: TrainConfig) -> TrainConfig:
         """The recipe for training after a pruning step; by default the dense one."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from sparsetune.pruning.base import MethodConfig, PruningMethod
 from sparsetune.pruning.masking import MaskSet
-from sparsetune.pruning.schedule import NoPruning, RoundInfo
+from sparsetune.pruning.plans import NoPruning, RoundInfo
 
 
 class DenseConfig(MethodConfig):
@@ -17,7 +17,7 @@ class DenseConfig(MethodConfig):
 class Dense(PruningMethod):
     Config = DenseConfig
 
-    def schedule(self) -> NoPruning:
+    def plan(self) -> NoPruning:
         return NoPruning()
 
     def compute_masks(

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from sparsetune.pruning.base import Batch
 from sparsetune.pruning.init_scoring import (
     AtInitConfig,
     AtInitMethod,
@@ -63,6 +64,7 @@ from sparsetune.pruning.init_scoring import (
     trial_generator,
 )
 from sparsetune.pruning.masking import MaskSet, find_masks
+from sparsetune.pruning.plans import RoundInfo
 
 # The official code's guard against a zero normaliser.
 NORMALISER_EPS = 1e-10
@@ -120,7 +122,7 @@ class GraSP(AtInitMethod):
     def scoring_examples(self) -> int:
         return self.config.scoring_pool
 
-    def at_init(self, model: nn.Module, masks: MaskSet, batch: tuple[torch.Tensor, ...]) -> None:
+    def at_init(self, model: nn.Module, masks: MaskSet, batch: Batch, info: RoundInfo) -> None:
         inputs, targets = class_balanced(batch[0], batch[1], self.config.samples_per_class)
         scoring_model, scoring_masks = model, masks
         if self.config.xavier_fc_scoring:
@@ -129,7 +131,7 @@ class GraSP(AtInitMethod):
             copied = find_masks(scoring_model)
             assert copied is not None  # deepcopy keeps the parametrizations
             scoring_masks = copied
-            _xavier_fc(scoring_model, scoring_masks)
+            _xavier_fc(scoring_model, scoring_masks, info.seed)
         half = len(inputs) // 2
         parts = [(inputs[:half], targets[:half]), (inputs[half:], targets[half:])]
         temperature = self.config.temperature
@@ -152,15 +154,16 @@ class GraSP(AtInitMethod):
 
 
 @torch.no_grad()
-def _xavier_fc(model: nn.Module, masks: MaskSet) -> None:
+def _xavier_fc(model: nn.Module, masks: MaskSet, seed: int) -> None:
     """Xavier-normal re-draw of every masked Linear weight (pruned positions stay zero), from one
-    generator seeded by the trial, so that layers of the same shape get different draws."""
+    generator seeded by the trial's `seed`, so that layers of the same shape get different
+    draws."""
     generators: dict[torch.device, torch.Generator] = {}
     for name in masks:
         module = model.get_submodule(name.rpartition(".")[0])
         if isinstance(module, nn.Linear):
             stored = masks.stored_weight(name)
             if stored.device not in generators:
-                generators[stored.device] = trial_generator(XAVIER_SALT, stored.device)
+                generators[stored.device] = trial_generator(seed, XAVIER_SALT, stored.device)
             nn.init.xavier_normal_(stored, generator=generators[stored.device])
             stored.mul_(masks[name])

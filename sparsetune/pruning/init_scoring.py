@@ -1,6 +1,6 @@
 """Shared pieces of the pruning-at-initialisation methods (SNIP, GraSP, random).
 
-Each of them runs under the `AtInitialisation` schedule: the model is reset to theta_0 of the
+Each of them follows the `AtInitialisation` plan: the model is reset to theta_0 of the
 shared dense run, the method scores once (`at_init`), one global or layer-wise top-k gives the
 mask, and the sparse network trains with the full dense recipe. What they share lives here: the
 knobs every one of them has (target sparsity, the Frankle et al. 2021 control), the class-balanced
@@ -19,7 +19,7 @@ from torch import nn
 
 from sparsetune.pruning.base import MethodConfig, PruningMethod
 from sparsetune.pruning.masking import MaskSet
-from sparsetune.pruning.schedule import AtInitialisation, Control, RoundInfo
+from sparsetune.pruning.plans import AtInitialisation, Control, RoundInfo
 from sparsetune.pruning.scoring import exclude_pruned, global_top
 
 
@@ -28,7 +28,7 @@ class AtInitConfig(MethodConfig):
 
     sparsity: float = Field(0.9, gt=0, lt=1, description="fraction of prunable weights removed")
     # Frankle et al. 2021 ("Missing the Mark"): `shuffle` permutes the found mask within each
-    # layer, `reinit` draws new initial values for the kept weights (schedule.apply_control).
+    # layer, `reinit` draws new initial values for the kept weights (driver.apply_control).
     control: Control = "none"
 
 
@@ -64,13 +64,11 @@ def class_balanced(
     return inputs[index], targets[index]
 
 
-def trial_generator(salt: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator for a method's random draws, seeded by the trial.
-
-    `start_trial` seeds torch's global generator with the trial's seed right before building the
-    model, so `torch.initial_seed()` is that seed when a schedule runs; a separate generator keeps
-    the draws reproducible without consuming the global stream the rest of the trial uses."""
-    return torch.Generator(device=device).manual_seed(torch.initial_seed() * 7919 + salt)
+def trial_generator(seed: int, salt: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for a method's random draws, seeded by the trial's `seed` (`RoundInfo.seed`)
+    and a `salt` per kind of draw; a generator of its own keeps the draws reproducible without
+    consuming the global stream the rest of the trial uses."""
+    return torch.Generator(device=device).manual_seed(seed * 7919 + salt)
 
 
 @contextmanager
@@ -96,10 +94,10 @@ class AtInitMethod(PruningMethod):
         self.scores: dict[str, torch.Tensor] | None = None
 
     def scoring_examples(self) -> int:
-        """How many training examples the schedule hands to `at_init`."""
+        """How many training examples the plan hands to `at_init`."""
         return 0
 
-    def schedule(self) -> AtInitialisation:
+    def plan(self) -> AtInitialisation:
         return AtInitialisation(self.config.sparsity, self.scoring_examples(), self.config.control)
 
     def keep_scores(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -113,9 +111,9 @@ class AtInitMethod(PruningMethod):
         if self.scores is None:
             raise RuntimeError(
                 f"{type(self).__name__}.compute_masks ran before at_init: it prunes on the scores "
-                "at_init computes (the AtInitialisation schedule calls both, in that order)"
+                "at_init computes (the AtInitialisation plan calls both, in that order)"
             )
         target = round_info.target_sparsity
-        if target is None:  # the schedule always passes config.sparsity; a bare call may not
+        if target is None:  # the plan always passes config.sparsity; a bare call may not
             target = self.config.sparsity
         return global_top(exclude_pruned(self.keep_scores(self.scores), masks), target)

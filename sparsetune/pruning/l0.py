@@ -54,8 +54,7 @@ Deviations from the paper and the official code, on purpose:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -70,10 +69,7 @@ from sparsetune.pruning.masking import (
     check_layer_names,
     find_parametrizations,
 )
-from sparsetune.pruning.schedule import RoundInfo, TrainThenPrune
-
-if TYPE_CHECKING:
-    from sparsetune.trial import TrialContext
+from sparsetune.pruning.plans import RoundInfo, TrainThenPrune
 
 # The paper's and the official code's constants (section 4; l0_layers.py: limit_a, limit_b).
 BETA = 2.0 / 3.0  # temperature of the concrete distribution
@@ -189,19 +185,6 @@ class L0Config(MethodConfig):
     gate_lr_factor: float = Field(1.0, gt=0, le=1000)
 
 
-@dataclass(frozen=True)
-class L0Training(TrainThenPrune):
-    """TrainThenPrune that first tells the method N, the training-set size its penalty divides
-    by (lambda and weight decay are per training example)."""
-
-    def run(self, trial: TrialContext) -> None:
-        method = trial.method
-        if not isinstance(method, L0Regularization):
-            raise TypeError(f"L0Training drives L0Regularization, not {type(method).__name__}")
-        method.dataset_size = len(trial.splits.train)
-        super().run(trial)
-
-
 class L0Regularization(PruningMethod):
     Config = L0Config
     key_params = ("l0_lambda", "granularity", "droprate_init", "epochs", "start")
@@ -209,10 +192,15 @@ class L0Regularization(PruningMethod):
 
     def __init__(self, config: L0Config):
         super().__init__(config)
-        self.dataset_size: int | None = None  # N; set by the schedule before training
+        self.dataset_size: int | None = None  # N; set by `bind_data` before training
 
-    def schedule(self) -> L0Training:
-        return L0Training(epochs=self.config.epochs, from_init=self.config.start == "init")
+    def plan(self) -> TrainThenPrune:
+        return TrainThenPrune(epochs=self.config.epochs, from_init=self.config.start == "init")
+
+    def bind_data(self, train_size: int) -> None:
+        """N, the training-set size the penalty divides by (lambda and weight decay are per
+        training example)."""
+        self.dataset_size = train_size
 
     def retrain_recipe(self, dense: TrainConfig) -> TrainConfig:
         # The official recipe: Adam at 1e-3, constant rate, batch 100. Weight decay lives in the
@@ -273,8 +261,8 @@ class L0Regularization(PruningMethod):
             return None
         if self.dataset_size is None:
             raise RuntimeError(
-                "L0Regularization.penalty: the training-set size N is unknown; run the method's "
-                "schedule, or set `dataset_size` before training"
+                "L0Regularization.penalty: the training-set size N is unknown; call "
+                "`bind_data(train_size)` before training (a trial does)"
             )
         wd = self.config.weight_decay
         total = None

@@ -32,7 +32,7 @@ from torch import nn
 
 from sparsetune.pruning.base import MethodConfig, PruningMethod
 from sparsetune.pruning.masking import MaskSet
-from sparsetune.pruning.schedule import Control, IterativePruning, RoundInfo
+from sparsetune.pruning.plans import Control, IterativePruning, RoundInfo
 from sparsetune.pruning.scoring import exclude_pruned, global_top, layerwise_top
 from sparsetune.train.dense_cache import REWIND_ITERATIONS
 
@@ -57,7 +57,7 @@ class LotteryTicket(PruningMethod):
     key_params = ("prune_fraction", "rounds", "rewind_iteration", "criterion", "control")
     config: LotteryConfig
 
-    def schedule(self) -> IterativePruning:
+    def plan(self) -> IterativePruning:
         config = self.config
         return IterativePruning(
             rounds=config.rounds,

@@ -32,7 +32,7 @@ from torch import nn
 from sparsetune.config import TrainConfig
 from sparsetune.pruning.base import MethodConfig, PruningMethod
 from sparsetune.pruning.masking import MaskSet, check_layer_names
-from sparsetune.pruning.schedule import IterativePruning, RoundInfo
+from sparsetune.pruning.plans import IterativePruning, RoundInfo
 from sparsetune.pruning.scoring import (
     exclude_pruned,
     global_top,
@@ -72,7 +72,7 @@ class MagnitudePruning(PruningMethod):
     key_params = ("criterion", "c_conv", "c_fc", "sparsity", "rounds", "retrain_epochs")
     config: MagnitudeConfig
 
-    def schedule(self) -> IterativePruning:
+    def plan(self) -> IterativePruning:
         config = self.config
         if config.criterion == "std":
             targets: tuple[float | None, ...] = (None,) * config.rounds

@@ -3,7 +3,7 @@
 Missing the Mark?", ICLR 2021, use it the same way).
 
 At theta_0 of the shared dense run, remove weights uniformly at random, then train the sparse
-network with the full dense recipe (the `AtInitialisation` schedule, as SNIP and GraSP):
+network with the full dense recipe (the `AtInitialisation` plan, as SNIP and GraSP):
 - `layerwise`: every layer keeps exactly round((1 - s) * n_l) of its n_l weights;
 - `global`: exactly round((1 - s) * sum_l n_l) weights survive over all layers together, each
   weight equally likely, so a layer keeps (1 - s) of its weights only in expectation.
@@ -24,7 +24,7 @@ from torch import nn
 
 from sparsetune.pruning.init_scoring import AtInitConfig, AtInitMethod, trial_generator
 from sparsetune.pruning.masking import MaskSet
-from sparsetune.pruning.schedule import RoundInfo
+from sparsetune.pruning.plans import RoundInfo
 from sparsetune.pruning.scoring import exclude_pruned, global_top, layerwise_top
 
 RANDOM_SALT = 3
@@ -51,7 +51,7 @@ class RandomPruning(AtInitMethod):
         if target is None:
             target = self.config.sparsity
         # Drawn on the CPU, in the MaskSet's order: the same mask whatever the device.
-        generator = trial_generator(RANDOM_SALT)
+        generator = trial_generator(round_info.seed, RANDOM_SALT)
         scores = {
             name: torch.rand(mask.shape, generator=generator).to(mask.device)
             for name, mask in masks.items()

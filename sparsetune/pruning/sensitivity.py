@@ -16,7 +16,7 @@ from torch import nn
 from sparsetune.config import TrainConfig
 from sparsetune.pruning.base import MethodConfig, PruningMethod
 from sparsetune.pruning.masking import MaskSet, find_masks
-from sparsetune.pruning.schedule import PruneDuringTraining, RateSchedule, RoundInfo, rate_factor
+from sparsetune.pruning.plans import PruneDuringTraining, RateSchedule, RoundInfo, rate_factor
 
 
 class SensitivityConfig(MethodConfig):
@@ -30,7 +30,7 @@ class SensitivityConfig(MethodConfig):
         0.01, ge=0, le=1, description="largest allowed drop of val_acc below the dense model's"
     )
     # 1 stops at the first round past the tolerance, as the paper does; more lets a run recover
-    # from an early dip (schedule.PruneDuringTraining).
+    # from an early dip (plans.PruneDuringTraining).
     patience: int = Field(
         1, ge=1, le=10_000, description="rounds past the tolerance in a row that stop the run"
     )
@@ -207,7 +207,7 @@ class SensitivityRegularization(PruningMethod):
       `output="logits"` uses the pre-softmax scores.
     - `sensitivity_scale` multiplies S inside the bound, max(0, 1 - scale S): 1 (the default) is
       the paper's equation; the LeNet-300-100 recipe's 100 is a deviation.
-    - Schedule (`PruneDuringTraining`): start from the trained dense model of the shared dense
+    - Plan (`PruneDuringTraining`): start from the trained dense model of the shared dense
       stage (the paper's two-step procedure: reach performance, then regularise and threshold).
       Each round trains `prune_every` epochs with the regulariser, then prunes |w| < T (absolute,
       the same for every layer, as in the paper). A round more than `tolerance` below the dense
@@ -242,7 +242,7 @@ class SensitivityRegularization(PruningMethod):
         # This round's factor on lr and lambda (`lr_schedule`).
         self._rate = 1.0
 
-    def schedule(self) -> PruneDuringTraining:
+    def plan(self) -> PruneDuringTraining:
         config = self.config
         return PruneDuringTraining(
             rounds=config.epochs // config.prune_every,

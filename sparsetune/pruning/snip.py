@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from sparsetune.pruning.base import Batch
 from sparsetune.pruning.init_scoring import (
     AtInitConfig,
     AtInitMethod,
@@ -39,6 +40,7 @@ from sparsetune.pruning.init_scoring import (
     scored_weights,
 )
 from sparsetune.pruning.masking import MaskSet
+from sparsetune.pruning.plans import RoundInfo
 
 
 class SNIPConfig(AtInitConfig):
@@ -70,7 +72,7 @@ class SNIP(AtInitMethod):
     def scoring_examples(self) -> int:
         return self.config.scoring_batch
 
-    def at_init(self, model: nn.Module, masks: MaskSet, batch: tuple[torch.Tensor, ...]) -> None:
+    def at_init(self, model: nn.Module, masks: MaskSet, batch: Batch, info: RoundInfo) -> None:
         inputs, targets = batch[0], batch[1]
         with model_mode(model, training=False):
             raw = snip_scores(model, masks, inputs, targets)

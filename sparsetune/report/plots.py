@@ -17,6 +17,7 @@ import json
 import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,16 +194,23 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def pareto_png(
-    rows: Sequence[Mapping[str, Any]],
-    front: Sequence[Mapping[str, Any]],
-    published: Sequence[PublishedPoint],
-    path: Path,
-    *,
-    title: str = "Pareto front",
-    staircase: bool = True,
-) -> Path:
-    return _save(pareto_figure(rows, front, published, title=title, staircase=staircase), path)
+@dataclass(frozen=True)
+class ParetoPlot:
+    """What a Pareto plot shows, as a PNG or as HTML: every (trial, round), the front, the
+    papers' points; a staircase along the front when it is 2-D over compression and accuracy."""
+
+    rows: Sequence[Mapping[str, Any]]
+    front: Sequence[Mapping[str, Any]]
+    published: Sequence[PublishedPoint]
+    title: str = "Pareto front"
+    staircase: bool = True
+
+
+def pareto_png(plot: ParetoPlot, path: Path) -> Path:
+    figure = pareto_figure(
+        plot.rows, plot.front, plot.published, title=plot.title, staircase=plot.staircase
+    )
+    return _save(figure, path)
 
 
 def round_curves_png(rounds: Sequence[Mapping[str, Any]], path: Path, *, title: str = "") -> Path:
@@ -380,19 +388,12 @@ def _star(cx: float, cy: float, outer: float = 9.0, inner: float = 4.0) -> str:
     return " ".join(points)
 
 
-def pareto_html(
-    rows: Sequence[Mapping[str, Any]],
-    front: Sequence[Mapping[str, Any]],
-    published: Sequence[PublishedPoint],
-    path: Path,
-    *,
-    title: str = "Pareto front",
-    staircase: bool = True,
-    notes: Sequence[str] = (),
-) -> Path:
+def pareto_html(plot: ParetoPlot, path: Path, *, notes: Sequence[str] = ()) -> Path:
     """The same plot as `pareto_png`, as one HTML file: hover a point for its method, accuracies,
     compression, round, run id and hyperparameters; click a legend entry to hide or show it.
     The front follows as a table."""
+    rows, front, published = plot.rows, plot.front, plot.published
+    title, staircase = plot.title, plot.staircase
     front_keys = {(str(r.get("trial_id")), str(r.get("round"))) for r in front}
     plotted = [(r, p) for r in rows if (p := _point(r))]
     front_plotted = [(r, p) for r in front if (p := _point(r))]

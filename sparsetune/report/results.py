@@ -1,5 +1,6 @@
 """The sweep folder's result files: `trials.csv` (one row per trial and round, failures too) and
-`pareto.json` (one object per front point)."""
+`pareto.json` (one object per front point), with the columns the result schema names
+(`sparsetune.results`)."""
 
 from __future__ import annotations
 
@@ -10,41 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsetune.atomic import atomic_file, atomic_write_text
-
-FRONT_FIELDS = (
-    "val_acc",
-    "test_acc",
-    "val_error",
-    "test_error",
-    "compression",
-    "flops_ratio",
-    "method",
-    "params",
-    "key_params",
-    "architecture",
-    "round",
-    "trial_id",
-    "run_id",
-    "config_hash",
-)
-ROW_FIELDS = (
-    "trial_id",
-    "status",
-    "feasible",
-    "round",
-    "method",
-    "val_acc",
-    "test_acc",
-    "compression",
-    "flops_ratio",
-    "remaining_weights",
-    "architecture",
-    "seconds",
-    "config_hash",
-    "run_id",
-    "params",
-    "error",
-)
+from sparsetune.results import FRONT_FIELDS, ROW_FIELDS
 
 
 def front_record(row: Mapping[str, Any]) -> dict[str, Any]:

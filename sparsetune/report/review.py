@@ -13,32 +13,36 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 from urllib.parse import quote
 
 from sparsetune.atomic import atomic_file
-from sparsetune.report.plots import pareto_html, pareto_png
+from sparsetune.report.plots import ParetoPlot, pareto_html, pareto_png
 from sparsetune.report.published import PublishedPoint, published_points
+from sparsetune.results import FRONT_FIELDS, ROW_FIELDS, RoundMetrics
 
 REVIEW_FILES = ("pareto.png", "pareto.html", "front.csv")
+# `front.csv`: pareto.json's fields, the method first and the long params last, for a reader.
 FRONT_CSV_FIELDS = (
     "method",
-    "val_acc",
-    "test_acc",
-    "val_error",
-    "test_error",
-    "compression",
-    "flops_ratio",
-    "round",
-    "architecture",
-    "run_id",
-    "trial_id",
-    "config_hash",
-    "key_params",
+    *(name for name in FRONT_FIELDS if name not in ("method", "params")),
     "params",
 )
-_FLOATS = ("val_acc", "test_acc", "compression", "flops_ratio", "seconds")
-_INTS = ("round", "remaining_weights")
+
+
+def _row_fields_of_type(kind: type) -> tuple[str, ...]:
+    """The `trials.csv` columns that hold a round metric of type `kind` (or `kind | None`)."""
+    hints = get_type_hints(RoundMetrics)
+    return tuple(
+        name
+        for name in ROW_FIELDS
+        if name in hints and kind in (hints[name], *get_args(hints[name]))
+    )
+
+
+# How to read `trials.csv` back: its numeric columns, from the result schema's types.
+_FLOATS = _row_fields_of_type(float)
+_INTS = _row_fields_of_type(int)
 
 
 class NotASweep(ValueError):
@@ -155,25 +159,11 @@ def write_review(sweep_dir: Path) -> list[Path]:
         else f"No published points for {results.model} on {results.dataset}: the papers' "
         "numbers are drawn only where model and dataset match."
     )
+    plot = ParetoPlot(results.rows, results.front, published, title=title, staircase=staircase)
     folder = results.folder
     return [
-        pareto_png(
-            results.rows,
-            results.front,
-            published,
-            folder / "pareto.png",
-            title=title,
-            staircase=staircase,
-        ),
-        pareto_html(
-            results.rows,
-            results.front,
-            published,
-            folder / "pareto.html",
-            title=title,
-            staircase=staircase,
-            notes=notes,
-        ),
+        pareto_png(plot, folder / "pareto.png"),
+        pareto_html(plot, folder / "pareto.html", notes=notes),
         _write_front_csv(folder / "front.csv", results.front),
     ]
 

@@ -8,11 +8,13 @@ validated before any heavy library loads.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
+from sparsetune.catalog import DATASETS, MODELS
 from sparsetune.config import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -24,8 +26,8 @@ from sparsetune.config import (
     ModelName,
     UserPath,
 )
-from sparsetune.search.choices import check_sampler, resolve_early_stop
-from sparsetune.search.objectives import REQUIRED_OPTION, get_objective
+from sparsetune.search.choices import EARLY_STOPS, SAMPLERS, check_sampler, resolve_early_stop
+from sparsetune.search.objectives import OBJECTIVES, REQUIRED_OPTION, get_objective
 from sparsetune.validation import register_for_messages
 
 
@@ -36,38 +38,149 @@ def _check_objective(name: str) -> str:
 ObjectiveName = Annotated[str, AfterValidator(_check_objective)]
 
 
-class SweepConfig(Frozen):
-    """Everything `sparsetune search` needs, checked before any folder or run is created."""
+# -- what an option's field says besides its type: read by the CLI and by the resume check ------
+# A field's `description` is its help text; `json_schema_extra` may add these marks.
+IDENTITY = "identity"  # the option belongs to the sweep's identity: a resume cannot change it
+SHOWN_DEFAULT = "shown_default"  # how help describes a default computed later (None here)
+FLAG = "flag"  # the flag, where it is not the field's name (`params` is `--set key=value`)
 
-    model: ModelName
-    dataset: DatasetName
-    objective: ObjectiveName = "pareto"
-    min_compression: float | None = Field(None, ge=1, description="max-acc: the least compression")
-    max_drop: float | None = Field(
-        None, ge=0, le=100, description="max-compression: most accuracy points below dense"
+
+def marks(
+    *, identity: bool = False, shown_default: str | None = None, flag: str | None = None
+) -> dict[str, Any]:
+    """A field's `json_schema_extra`: `identity` for an option a resume cannot change,
+    `shown_default` for the help's words on a default computed when the option is None, `flag`
+    for a flag not named after the field."""
+    extra = {IDENTITY: identity or None, SHOWN_DEFAULT: shown_default, FLAG: flag}
+    return {name: value for name, value in extra.items() if value is not None}
+
+
+def later_default(description: str, shown_default: str, **constraints: Any) -> Any:
+    """A field that defaults to None, its value worked out when the options are used (`out`:
+    a folder named after the experiment); `shown_default` says in help what it will be."""
+    return Field(
+        None,
+        description=description,
+        json_schema_extra=marks(shown_default=shown_default),
+        **constraints,
     )
-    sampler: str = "auto"
-    early_stop: str = "auto"
-    budget_minutes: float | None = Field(None, gt=0, description="end the sweep after this long")
-    enqueue: str | None = Field(None, min_length=1, description="points to try first, or 'paper'")
-    trials: int = Field(8, ge=1)
-    max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    space: UserPath | None = None
-    methods: list[str] | None = None
-    data_dir: UserPath = DEFAULT_DATA_DIR
-    subset: int | None = Field(None, ge=1)
-    val_size: int = Field(DEFAULT_VAL_SIZE, ge=1)
-    epochs: int | None = Field(None, ge=0, description="dense training epochs")
-    out: UserPath | None = None
-    experiment: str | None = Field(None, min_length=1)
-    tracking_uri: str | None = None
-    cache_dir: UserPath = DEFAULT_CACHE_DIR
-    seed: int = 0
-    device: Device = "auto"
-    address: str | None = None
-    storage: str | None = Field(None, min_length=1, description="a path or URI every node reaches")
-    gpus_per_trial: float | None = Field(None, ge=0, description="GPUs per trial; 0.25 packs 4")
+
+
+def mark(field: Any, name: str) -> Any:
+    """The value of mark `name` on a pydantic field (None when absent)."""
+    extra = field.json_schema_extra
+    return extra.get(name) if isinstance(extra, dict) else None
+
+
+def identity_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` marked as the sweep's identity, in declaration order."""
+    return tuple(name for name, field in model.model_fields.items() if mark(field, IDENTITY))
+
+
+def one_of(names: Sequence[str]) -> str:
+    """ "a, b or c": the names a help text offers."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+# Help that names what can be chosen reads the catalog, so a plugin's names appear in it too.
+MODEL_HELP = (
+    f"{', '.join(MODELS.names())}, or package.module:factory (called with input_shape and "
+    "num_classes)"
+)
+DEFAULT_DATASET = "fashion-mnist"
+
+# Options that `search` and `prune` share (`app.options.PruneOptions`), declared once here.
+ModelOption = Annotated[ModelName, Field(description=MODEL_HELP)]
+DatasetOption = Annotated[DatasetName, Field(description=one_of(DATASETS.names()))]
+DataDirOption = Annotated[UserPath, Field(description="torchvision data folder")]
+SubsetOption = Annotated[int | None, Field(ge=1, description="train on this many examples")]
+CacheDirOption = Annotated[UserPath, Field(description="dense-model cache")]
+ValSizeOption = Annotated[int, Field(ge=1, description="validation examples held out of train")]
+DeviceOption = Annotated[Device, Field(description=one_of(get_args(Device)))]
+
+
+class SweepConfig(Frozen):
+    """Everything `sparsetune search` needs, checked before any folder or run is created.
+
+    The one declaration of the sweep's options: `sparsetune search`'s flags are generated from
+    these fields (name, type, help = description, default), a sweep spec's keys are these fields
+    (`search.spec`), and the fields marked `identity` are what a resume may not change
+    (`search.state`). Fields are in the order `--help` lists them."""
+
+    model: ModelOption = Field(json_schema_extra=marks(identity=True))
+    objective: ObjectiveName = Field(
+        "pareto", description=one_of(list(OBJECTIVES)), json_schema_extra=marks(identity=True)
+    )
+    min_compression: float | None = Field(
+        None,
+        ge=1,
+        description="max-acc: the least compression X (e.g. 10)",
+        json_schema_extra=marks(identity=True),
+    )
+    max_drop: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="max-compression: most accuracy points below the dense model (e.g. 1)",
+        json_schema_extra=marks(identity=True),
+    )
+    sampler: str = Field("auto", description=f"{one_of(SAMPLERS)} (docs/search.md)")
+    early_stop: str = Field(
+        "auto",
+        description="auto (asha for one objective, else off), " + ", ".join(EARLY_STOPS[1:]),
+    )
+    budget_minutes: float | None = Field(
+        None, gt=0, description="end the sweep after M minutes (running rounds finish)"
+    )
+    enqueue: str | None = Field(
+        None, min_length=1, description="YAML of configurations to try first, or 'paper'"
+    )
+    dataset: DatasetOption = Field(DEFAULT_DATASET, json_schema_extra=marks(identity=True))
+    data_dir: DataDirOption = DEFAULT_DATA_DIR
+    subset: SubsetOption = Field(None, json_schema_extra=marks(identity=True))
+    trials: int = Field(
+        8, ge=1, description="number of trials", json_schema_extra=marks(identity=True)
+    )
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved per trial")
+    space: UserPath | None = later_default("search-space YAML", "the model's built-in space")
+    methods: list[str] | None = Field(None, description="restrict to these methods")
+    out: UserPath | None = later_default("sweep folder", "./sparsetune-runs/<experiment>")
+    experiment: str | None = later_default(
+        "experiment name", "<model>-<dataset>-<objective>", min_length=1
+    )
+    tracking_uri: str | None = later_default(
+        "MLflow tracking URI", "sqlite file in the sweep folder"
+    )
+    cache_dir: CacheDirOption = DEFAULT_CACHE_DIR
+    seed: int = Field(0, description="seed of the sampler and of training")
+    epochs: int | None = Field(
+        None,
+        ge=0,
+        description="dense training epochs",
+        json_schema_extra=marks(identity=True, shown_default="the space's"),
+    )
+    val_size: ValSizeOption = Field(DEFAULT_VAL_SIZE, json_schema_extra=marks(identity=True))
+    device: DeviceOption = "auto"
+    address: str | None = later_default(
+        "join a running Ray cluster: auto, HOST:PORT of its head, or ray://HOST:PORT of its Ray "
+        "Client server, which runs the sweep on the head (docs/cluster.md)",
+        "start a local Ray",
+    )
+    storage: str | None = Field(
+        None,
+        min_length=1,
+        description="a folder every node reaches (holds the sweep folder, cache and Ray results "
+        "unless --out / --cache-dir say otherwise), or a URI (s3://, gs://, ...) for Ray's "
+        "results only",
+        json_schema_extra=marks(identity=True),
+    )
+    gpus_per_trial: float | None = later_default(
+        "GPUs reserved per trial; fractions share one (0.25: four trials a GPU)",
+        "1 where --device resolves to cuda, else 0",
+        ge=0,
+    )
 
     @field_validator("address")
     @classmethod

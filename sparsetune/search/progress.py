@@ -14,25 +14,15 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console
 
+from sparsetune.results import ROUND_METRICS
 from sparsetune.search.hypervolume import hypervolume
 from sparsetune.search.objectives import Objective
 from sparsetune.search.pareto import pareto_front
 from sparsetune.search.space import params_from_flat
 
-ROUND_KEYS = (
-    "round",
-    "val_acc",
-    "val_loss",
-    "test_acc",
-    "compression",
-    "flops_ratio",
-    "remaining_weights",
-    "total_weights",
-    "architecture",
-    "seconds",
-    "config_hash",
-    "run_id",
-)
+# What a row takes from a trial's report: the round's metrics and the two TRIAL_KEYS the
+# trainable reports with them; the others come from Ray's trial and its config.
+REPORTED_KEYS = (*ROUND_METRICS, "config_hash", "run_id")
 
 
 def _error_line(trial: Any) -> str:
@@ -101,7 +91,7 @@ class SweepProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         method, params = params_from_flat(trial.config)
-        row = {key: result.get(key) for key in ROUND_KEYS}
+        row = {key: result.get(key) for key in REPORTED_KEYS}
         row |= {
             "trial_id": trial.trial_id,
             "status": "ok",

@@ -7,6 +7,8 @@ A space file names the dense training recipe and, per method, its parameters:
       dense: {}
       magnitude: methods/magnitude.yaml      # a fragment, relative to this file, or inline
 
+or `methods: all`: every registered method that has a fragment (`method_fragment`), in the
+catalog's order, plugins' included; `overrides: {name: ...}` then replaces a method's fragment.
 A parameter is a fixed value (`rounds: 3`), a choice (`criterion: {choices: [std, global]}`) or a
 range (`c_fc: {low: 0.3, high: 2.5, log: true}`; integer bounds give an integer range), and may
 apply only when an earlier parameter has a value (`when: {criterion: std}`). Every value, bound
@@ -16,21 +18,22 @@ out-of-range bound fails with the file, the field and the allowed values.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from sparsetune.catalog import method_config_class
+from sparsetune.catalog import METHODS, method_config_class
 from sparsetune.config import TrainConfig
-from sparsetune.pruning import METHODS
+from sparsetune.shipped import SPACES_DIR
 from sparsetune.validation import describe_validation_error
 
 if TYPE_CHECKING:
     import optuna
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+ALL_METHODS = "all"
 Scalar = bool | int | float | str
 
 
@@ -147,22 +150,32 @@ def default_space_path(model: str) -> Path:
     return SPACES_DIR / f"{model}.yaml"
 
 
+def method_fragment(method: str, folder: Path = SPACES_DIR) -> Path | None:
+    """The fragment of a registered `method`, or None if it has none: `methods/<method>.yaml` in
+    `folder` (a space's own folder, so that a copied spaces folder uses its edited fragments), else
+    in sparsetune's spaces folder (the built-in methods'), else the file that the method's class
+    names in `search_space`, relative to the class's module (a plugin's)."""
+    for spaces in (folder, SPACES_DIR):
+        candidate = spaces / "methods" / f"{method}.yaml"
+        if candidate.is_file():
+            return candidate
+    method_class = METHODS[method]
+    if method_class.search_space is None:
+        return None
+    module_file = sys.modules[method_class.__module__].__file__
+    return Path(str(module_file)).parent / method_class.search_space
+
+
 def load_space(path: Path, methods: list[str] | None = None) -> SearchSpace:
     """Read, resolve fragments and validate a space file; raise ValueError with one line."""
     path = Path(path)
     raw = _read_yaml(path)
     if not isinstance(raw, dict) or "methods" not in raw:
         raise ValueError(f"{path}: a space file needs a `methods:` mapping (see {SPACES_DIR})")
-    raw_methods = raw.get("methods") or {}
-    if not isinstance(raw_methods, dict) or not raw_methods:
-        raise ValueError(f"{path}: methods: give at least one method, e.g. `magnitude: {{}}`")
+    raw_methods = _space_methods(path, raw.get("methods"), raw.pop("overrides", None))
     resolved = {}
     for method, body in raw_methods.items():
-        try:
-            METHODS.check(str(method))
-        except ValueError as error:
-            raise ValueError(f"{path}: methods.{method}: {error}") from None
-        if isinstance(body, str):  # a fragment file next to the space
+        if isinstance(body, str):  # a fragment file, relative to the space
             body = _read_yaml(path.parent / body)
         resolved[method] = body or {}
     if methods:
@@ -178,6 +191,33 @@ def load_space(path: Path, methods: list[str] | None = None) -> SearchSpace:
         raise ValueError(f"{path}: {describe_validation_error(error)}") from None
     _check_against_method_configs(space)
     return space
+
+
+def _space_methods(path: Path, listed: Any, overrides: Any) -> dict[str, Any]:
+    """The space's `methods:` (`all` expanded to fragment paths) with `overrides:` applied; every
+    name checked against the registry."""
+    if listed == ALL_METHODS:
+        folder = path.parent
+        fragments = {method: method_fragment(method, folder) for method in METHODS.in_order()}
+        listed = {method: str(file) for method, file in fragments.items() if file is not None}
+    if not isinstance(listed, dict) or not listed:
+        raise ValueError(
+            f"{path}: methods: give at least one method, e.g. `magnitude: {{}}`, or `all`"
+        )
+    if not isinstance(overrides, dict | None):
+        raise ValueError(f"{path}: overrides: expected a mapping, method name -> parameters")
+    for method, body in (overrides or {}).items():
+        if method not in listed:
+            raise ValueError(
+                f"{path}: overrides.{method}: not among the space's methods ({', '.join(listed)})"
+            )
+        listed[method] = body
+    for method in listed:
+        try:
+            METHODS.check(str(method))
+        except ValueError as error:
+            raise ValueError(f"{path}: methods.{method}: {error}") from None
+    return listed
 
 
 def _check_against_method_configs(space: SearchSpace) -> None:

@@ -9,55 +9,34 @@ Optuna or torch here.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
-from sparsetune.config import Device, Frozen
+from sparsetune.config import Frozen
 from sparsetune.search.options import SweepConfig, looks_like_uri
 from sparsetune.validation import describe_validation_error, register_for_messages
 
 NewSweep = Literal["never", "daily", "always"]
 
 
-class SweepSpec(Frozen):
-    """The keys of a sweep spec file; see docs/cluster.md for an example."""
+class SpecKeys(Frozen):
+    """The keys a spec has beyond the sweep's options: the models (one sweep each) and when a
+    new sweep starts. `SweepSpec` adds the options themselves."""
 
     model: str | None = None
     models: list[str] | None = Field(None, min_length=1, description="one sweep per model")
-    dataset: str
-    space: Path | None = None
-    methods: list[str] | None = None
-    objective: str = "pareto"
-    min_compression: float | None = None
-    max_drop: float | None = None
-    sampler: str = "auto"
-    early_stop: str = "auto"
-    trials: int = Field(8, ge=1)
-    budget_minutes: float | None = Field(None, gt=0)
-    max_concurrent: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float | None = Field(None, ge=0)
-    address: str | None = None
-    storage: str | None = None
-    out: Path | None = None
-    cache_dir: Path | None = None
-    tracking_uri: str | None = None
-    experiment: str | None = Field(None, min_length=1)
-    data_dir: Path | None = None
-    subset: int | None = Field(None, ge=1)
-    val_size: int = Field(5000, ge=1)
-    epochs: int | None = Field(None, ge=0)
-    seed: int = 0
-    device: Device = "auto"
     new_sweep: NewSweep = "never"
     warm_start: bool = True
 
     @model_validator(mode="after")
-    def _one_model_key(self) -> SweepSpec:
+    def _one_model_key(self) -> SpecKeys:
         if (self.model is None) == (self.models is None):
             raise ValueError("give either `model: NAME` or `models: [NAME, ...]`, not both")
         if self.models is not None and len(set(self.models)) != len(self.models):
@@ -69,13 +48,40 @@ class SweepSpec(Frozen):
         return [self.model] if self.model is not None else list(self.models or [])
 
 
+def _required(field: FieldInfo) -> FieldInfo:
+    required = copy.copy(field)
+    required.default = PydanticUndefined
+    return required
+
+
+def _option_fields() -> dict[str, Any]:
+    """SweepConfig's fields as spec keys: `model` becomes SpecKeys' model/models; `dataset` is
+    required (a spec names its data); `enqueue` is left out (a spec's new sweeps try the earlier
+    fronts first instead: `warm_start`)."""
+    fields: dict[str, Any] = {}
+    for name, field in SweepConfig.model_fields.items():
+        if name in ("model", "enqueue"):
+            continue
+        fields[name] = (field.annotation, _required(field) if name == "dataset" else field)
+    return fields
+
+
+SweepSpec = create_model(
+    "SweepSpec",
+    __base__=SpecKeys,
+    __module__=__name__,
+    __doc__="The keys of a sweep spec file (docs/cluster.md has an example): SpecKeys' and "
+    "SweepConfig's fields, checked for type and name here; the checks across options run per "
+    "model, in `LoadedSpec.sweep_config`.",
+    **_option_fields(),
+)
 register_for_messages(SweepSpec)
 
 
 class LoadedSpec:
     """A validated spec and where it lives: its folder anchors the spec's relative paths."""
 
-    def __init__(self, path: Path, spec: SweepSpec) -> None:
+    def __init__(self, path: Path, spec: Any) -> None:  # spec: a SweepSpec
         self.path = path
         self.spec = spec
 
@@ -92,9 +98,9 @@ class LoadedSpec:
     def sweep_config(self, model: str, folder: Path) -> SweepConfig:
         """The `SweepConfig` of `model`'s sweep in `folder`; ValueError naming file and field."""
         spec = self.spec
-        values = spec.model_dump(
-            exclude={"model", "models", "new_sweep", "warm_start"}, exclude_none=True
-        )
+        # The keys the spec gives, and only those: SweepConfig's defaults then apply as they
+        # would on the command line (`cache_dir` under `storage`, for one).
+        values = spec.model_dump(exclude=set(SpecKeys.model_fields), exclude_unset=True)
         for key in ("space", "data_dir", "cache_dir"):
             if key in values:
                 values[key] = self._anchored(values[key])

@@ -20,24 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sparsetune.atomic import atomic_write_text
+from sparsetune.search.options import SweepConfig, identity_fields
 
 STATE_FILE = "sweep-state.json"
 FORMAT = 1
-# Options a resume cannot change: they decide what the recorded trials mean (model, data,
-# objective, space), were fixed in Ray's and Optuna's saved state at the start (trials), or say
-# where Ray keeps that state (storage).
-IDENTITY_FIELDS = (
-    "model",
-    "dataset",
-    "objective",
-    "min_compression",
-    "max_drop",
-    "subset",
-    "val_size",
-    "epochs",
-    "trials",
-    "storage",
-)
+# Options a resume cannot change, marked `identity` on SweepConfig's fields: they decide what the
+# recorded trials mean (model, data, objective; the space is compared by its contents), were
+# fixed in Ray's and Optuna's saved state at the start (trials), or say where Ray keeps that
+# state (storage).
+IDENTITY_FIELDS = identity_fields(SweepConfig)
 Status = Literal["running", "finished"]  # running: started and not finished (killed included)
 
 
@@ -48,7 +39,7 @@ def space_digest(space: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def identity(sweep: Any, space: Any) -> dict[str, Any]:
+def identity(sweep: SweepConfig, space: Any) -> dict[str, Any]:
     values = sweep.model_dump(mode="json")
     return {name: values.get(name) for name in IDENTITY_FIELDS} | {"space": space_digest(space)}
 
@@ -68,7 +59,7 @@ class SweepState:
     format: int = FORMAT
 
     @classmethod
-    def new(cls, sweep: Any, space: Any, tracking_uri: str) -> SweepState:
+    def new(cls, sweep: SweepConfig, space: Any, tracking_uri: str) -> SweepState:
         sweep_id = time.strftime("%Y%m%d-%H%M%S")
         return cls(
             sweep_id=sweep_id,
@@ -86,7 +77,7 @@ class SweepState:
     def write(self, folder: Path) -> None:
         atomic_write_text(Path(folder) / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
-    def differences(self, sweep: Any, space: Any) -> list[str]:
+    def differences(self, sweep: SweepConfig, space: Any) -> list[str]:
         """The identity options whose value differs from the recorded one, as `--name`."""
         now = identity(sweep, space)
         return [

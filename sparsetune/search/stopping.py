@@ -1,8 +1,6 @@
-"""When trials and sweeps stop early.
+"""When trials and sweeps stop early. (No new trial once the budget is spent: that is the
+searcher's part, `searcher.SweepSearch`.)
 
-- `SweepSearch`: Ray's OptunaSearch plus the objective's constraint (set on the Optuna trial
-  before it is told, so the sampler sees feasibility) and the time budget (no new trial once the
-  budget is spent).
 - `BudgetStopper`: once the budget is spent, each running trial stops at its next report, i.e.
   after the pruning round it is in; the sweep then ends and reports its front.
 - `DominanceStopper` (Pareto objectives): stops a trial whose last `patience` rounds all lie
@@ -18,72 +16,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import optuna
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from sparsetune.search.hypervolume import axis_value
-from sparsetune.search.objectives import Bound, Objective
-
-
-class SweepSearch(OptunaSearch):
-    def __init__(self, *args, bound: Bound | None = None, deadline: float | None = None, **kw):
-        super().__init__(*args, **kw)
-        self._bound = bound
-        self._deadline = deadline
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if self._deadline is not None and time.time() >= self._deadline:
-            return Searcher.FINISHED
-        return super().suggest(trial_id)
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if trial_id in self._completed_trials:
-            return  # told before the driver was killed (see `restore`); a study trial ends once
-        trial = self._ot_trials.get(trial_id)
-        if self._bound and trial is not None and result and self._bound.metric in result:
-            trial.set_constraint(self._bound.metric, self._bound.violation(result))
-        super().on_trial_complete(trial_id, result, error)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Ray's restore (the pickled searcher: study, sampler and its RNG, the Ray trial to
-        Optuna trial map), then reconcile the study with it. The study in `optuna.db` is written
-        at once; Ray's saved state lags behind it. So, after the driver was killed:
-        - an Optuna trial left RUNNING that the restored map does not hold belongs to a Ray
-          trial that Ray never saved: nothing will ever finish it, so it is marked FAIL
-          (user attribute `sparsetune_lost`) rather than left RUNNING forever;
-        - a mapped trial that the study already holds as finished belongs to a Ray trial that
-          ended after Ray's last save: Ray runs it again (from its last checkpoint, at once done)
-          and its second completion must not be told twice.
-        A trial Ray restores as unfinished keeps its Optuna trial, which is told when it ends:
-        the study counts each configuration once."""
-        deadline = self._deadline  # this run's budget, not the first run's
-        super().restore(checkpoint_path)
-        self._deadline = deadline
-        live = {
-            ot_trial.number
-            for ray_id, ot_trial in self._ot_trials.items()
-            if ray_id not in self._completed_trials
-        }
-        self.fail_running_trials("its Ray trial was not saved", keep=live)
-        study = self._ot_study
-        finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-        for ray_id, ot_trial in self._ot_trials.items():
-            if ot_trial.number in finished:
-                self._completed_trials.add(ray_id)
-
-    def fail_running_trials(self, reason: str, keep: frozenset[int] | set[int] = frozenset()):
-        """Mark the study's RUNNING trials (but those numbered in `keep`) FAIL, with `reason` as
-        the user attribute `sparsetune_lost`: trials that no Ray trial will ever finish."""
-        study = self._ot_study
-        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen.number not in keep:
-                study._storage.set_trial_user_attr(frozen._trial_id, "sparsetune_lost", reason)
-                study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+from sparsetune.search.objectives import Objective
 
 
 class BudgetStopper(Stopper):

@@ -8,7 +8,7 @@ errored, Optuna as failed, and the sweep goes on.
 Faults: each round's report carries a checkpoint (the model's state after the round). A trial
 that Ray restarts (its worker died and FailureConfig allows a retry, or the sweep was resumed
 after its driver was killed) gets that checkpoint back, continues after that round where its
-schedule can (`Schedule.continues_after`), and records into the MLflow run it started before.
+plan can (`Plan.continues_after`), and records into the MLflow run it started before.
 An error the trial raised itself is not worth retrying: see `_record_failure`.
 """
 
@@ -29,7 +29,9 @@ from sparsetune.atomic import atomic_write_bytes
 from sparsetune.config import DataConfig, TrainConfig, TrialConfig
 from sparsetune.identity import trial_hash
 from sparsetune.pruning import METHODS
+from sparsetune.search.records import RAY_TRIAL_TAG
 from sparsetune.search.space import params_from_flat
+from sparsetune.train.allocator import keep_freed_memory
 from sparsetune.train.dense_cache import CachedDense
 from sparsetune.trial import RoundResult, TrialContext, start_trial
 
@@ -63,6 +65,16 @@ class TrialTemplate:
         )
 
 
+def trial_identity(flat: dict[str, Any], template: TrialTemplate) -> tuple[TrialConfig, str]:
+    """The trial's typed config, built once per trial, and its hash: the one `DefineByRun`
+    computed from the same flat config on the driver, which Ray's trial config carries (so the
+    Optuna trial, Ray's config and the MLflow run are tagged with one value by construction), or
+    computed here for a config that came without it."""
+    config = template.trial_config(flat)
+    carried = flat.get("config_hash")
+    return config, carried if isinstance(carried, str) and carried else trial_hash(config)
+
+
 def quiet_ray_logs() -> None:
     """Ray's INFO lines in a worker ("Checkpoint successfully created ...", one a round) reach
     the user under Ray Client, which forwards workers' logs; a local sweep's driver sets Ray's
@@ -72,16 +84,16 @@ def quiet_ray_logs() -> None:
 
 def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
     torch.set_num_threads(template.threads)
+    keep_freed_memory()  # the worker process trains: reuse freed blocks
     quiet_ray_logs()
-    config = template.trial_config(flat)
-    config_hash = trial_hash(config)
+    config, config_hash = trial_identity(flat, template)
     trial_id = tune.get_context().get_trial_id()
     workdir = template.sweep_dir / "trials" / trial_id
     _raise_recorded_failure(workdir)
     restored = _restored_round(tune.get_checkpoint())
     run = _child_run(template, config, config_hash, trial_id, workdir)
-    schedule = METHODS[config.method](config.method_config()).schedule()
-    if restored is not None and schedule.finished_after(restored[0]):
+    plan = METHODS[config.method](config.method_config()).plan()
+    if restored is not None and plan.finished_after(restored[0]):
         # Killed after its last report, before Ray saw it end: Ray's last result is that
         # report (restored with the checkpoint), so there is nothing to run again.
         if run is not None:
@@ -97,17 +109,8 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
             "run_id": run.run_id if run else "",
             "method": config.method,
         }
-        # Each round is a checkpoint: a trial whose worker dies, or whose sweep's driver is
-        # killed, continues after its last reported round (CheckpointConfig(num_to_keep=1) in
-        # the sweep also makes each checkpoint save Ray's experiment state at once).
         assert context is not None  # on_round is only called from context.run()
-        state, counters = context.round_state()
-        with tempfile.TemporaryDirectory(prefix="sparsetune-round-") as folder:
-            torch.save(state, Path(folder) / CHECKPOINT_STATE)
-            (Path(folder) / CHECKPOINT_ROUND).write_text(
-                json.dumps({"round": result.round, **counters})
-            )
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_with_checkpoint(metrics, result.round, *context.round_state())
 
     def on_dense(dense: CachedDense) -> None:
         if run is not None:  # shows that trials share the cached dense stage
@@ -123,7 +126,7 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
             on_round=on_round,
             on_dense=on_dense,
         )
-        if restored is not None and schedule.continues_after(restored[0]):
+        if restored is not None and plan.continues_after(restored[0]):
             context.restore_round(restored[1], restored[2], restored[0])
         context.run()
         if run is not None:
@@ -139,6 +142,22 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
 CHECKPOINT_STATE = "state.pt"
 CHECKPOINT_ROUND = "round.json"
 FAILURE_FILE = "failure.pickle"
+
+
+def _report_with_checkpoint(
+    metrics: dict[str, Any],
+    round_index: int,
+    state: dict[str, torch.Tensor],
+    counters: dict[str, int],
+) -> None:
+    """Report a round to Ray with the trial's state as its checkpoint: a trial whose worker
+    dies, or whose sweep's driver is killed, continues after its last reported round
+    (CheckpointConfig(num_to_keep=1) in the sweep also makes each checkpoint save Ray's
+    experiment state at once)."""
+    with tempfile.TemporaryDirectory(prefix="sparsetune-round-") as folder:
+        torch.save(state, Path(folder) / CHECKPOINT_STATE)
+        (Path(folder) / CHECKPOINT_ROUND).write_text(json.dumps({"round": round_index, **counters}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _restored_round(
@@ -189,27 +208,16 @@ def _child_run(
     store = MlflowStore(template.tracking_uri, template.experiment_id)
     name = f"{config.method}-{trial_id}"
     if template.parent_run_id is not None:
-        earlier = store.find_child(template.parent_run_id, "ray_trial_id", trial_id)
+        earlier = store.find_child(template.parent_run_id, RAY_TRIAL_TAG, trial_id)
         if earlier is not None:
             return TrialRun.resume(earlier, workdir, name)
-    return _start_child_run(template, config, config_hash, trial_id, workdir)
-
-
-def _start_child_run(
-    template: TrialTemplate, config: TrialConfig, config_hash: str, trial_id: str, workdir: Path
-):
-    if template.tracking_uri is None or template.experiment_id is None:
-        return None
-    from sparsetune.tracking.mlflow_store import MlflowStore
-    from sparsetune.tracking.trial_run import TrialRun
-
     return TrialRun.start(
-        MlflowStore(template.tracking_uri, template.experiment_id),
-        f"{config.method}-{trial_id}",
+        store,
+        name,
         config,
         config_hash,
         workdir,
         parent=template.parent_run_id,
         # Read back in the worker: the thread count the trial really trains with (its CPU share).
-        tags={"ray_trial_id": trial_id, "torch_threads": str(torch.get_num_threads())},
+        tags={RAY_TRIAL_TAG: trial_id, "torch_threads": str(torch.get_num_threads())},
     )

@@ -1,5 +1,5 @@
 """Experiment tracking. MLflow is imported only by the modules of this package that talk to it
-(`mlflow_store`, and `registry` for exported models), never here, so code that runs without
+(`mlflow_store`, and `model_registry` for exported models), never here, so code that runs without
 tracking never pays for it."""
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from sparsetune.atomic import atomic_write_text
 from sparsetune.config import TrialConfig
+from sparsetune.results import CURVE_KEYS
 from sparsetune.tracking.mlflow_store import MlflowRun, MlflowStore
 from sparsetune.trial import RoundResult
 
 logger = logging.getLogger(__name__)
-CURVE_KEYS = ("round", "val_acc", "test_acc", "compression", "flops_ratio")
 
 
 def write_round_files(result: RoundResult, folder: Path) -> list[Path]:

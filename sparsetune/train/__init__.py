@@ -1,1 +1,1 @@
-"""Training, evaluation and the sparsity / FLOPs accounting that every method reports."""
+"""Training and evaluation: the loop, its hooks protocol, the shared dense stage's cache."""

@@ -4,6 +4,10 @@ Each masked training step allocates a masked copy of every weight and its gradie
 them. With glibc's defaults those blocks go back to the kernel at once and the next step faults
 them in again: for LeNet-5 on 2 cores that is 2-3k minor page faults a step and most of what
 masks cost (benchmarks/README.md). Raising glibc's trim and mmap thresholds keeps them for reuse.
+
+The setting is process-wide, so it is the entry point's choice, never the library's: the CLI's
+`main`, the Ray trainable and the benchmarks and scripts that train call `keep_freed_memory()`;
+`fit` does not.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training loop: short enough to read in one sitting.
 
-It knows nothing of pruning methods beyond three per-step hooks (`TrainingHooks`), so every
+It knows nothing of pruning methods beyond its three per-step hooks (`train.hooks`), so every
 method trains through the same code. Deterministic on CPU under a seed: the batch order comes from
 the loader's own generator, and the model's initial weights from the caller's seed.
 """
@@ -18,8 +18,7 @@ from torch import nn
 
 from sparsetune.config import TrainConfig
 from sparsetune.data.tensors import InMemoryLoader, TensorSet
-from sparsetune.pruning.base import TrainingHooks
-from sparsetune.train.allocator import keep_freed_memory
+from sparsetune.train.hooks import TrainingHooks
 
 NO_HOOKS = TrainingHooks()
 
@@ -70,7 +69,6 @@ def fit(
     on_epoch: Callable[[EpochDone], None] | None = None,
 ) -> float:
     """Train `model` on `data` for `recipe.epochs`; returns the last epoch's mean loss."""
-    keep_freed_memory()
     started = time.perf_counter()
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)

@@ -72,6 +72,16 @@ def test_sparse_stores_nonzeros_and_their_indices_and_loads_the_same_forward(
     assert torch.equal(loaded(inputs), magnitude_trial.context.model(inputs))
 
 
+def test_every_round_with_a_ticket_reports_its_memory_footprint(magnitude_trial):
+    # What a sweep's rows and front read: the round's own sparse size, in its metrics.
+    assert [r.round for r in magnitude_trial.results] == [1, 2]
+    for result in magnitude_trial.results:
+        assert result.memory_footprint_bytes == memory_footprint(result.ticket_path)
+        assert result.metrics()["memory_footprint_bytes"] == result.memory_footprint_bytes
+    first, last = magnitude_trial.results
+    assert last.memory_footprint_bytes < first.memory_footprint_bytes  # 90% sparse vs ~68%
+
+
 def test_index_types_are_the_smallest_that_hold_every_position():
     assert index_dtype(256) == torch.uint8 and index_dtype(257) == torch.uint16
     assert index_dtype(2**16) == torch.uint16 and index_dtype(2**16 + 1) == torch.uint32

@@ -13,9 +13,9 @@ from torch import nn
 
 from sparsetune.export import encode, export_ticket, load, read_ticket
 from sparsetune.export.header import encode_header
+from sparsetune.export.shrink import Call, SelectFeatures
 from sparsetune.export.structured import describe, rebuild
 from sparsetune.pruning.masking import find_masks
-from sparsetune.pruning.shrink import Call, SelectFeatures
 
 
 def _alive(mask: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from sparsetune.models import MODELS, build_model
 from sparsetune.models.resnet_cifar import CifarResNet
 from sparsetune.models.vgg_cifar import CifarVGG
 from sparsetune.pruning.masking import attach_masks, prunable_parameters
-from sparsetune.train.metrics import architecture_string, layer_macs
+from sparsetune.pruning.metrics import architecture_string, layer_macs
 
 CIFAR_MODELS = ["resnet20", "resnet32", "resnet32x2", "vgg16", "vgg19"]
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from sparsetune.config import DataConfig, TrialConfig
 from sparsetune.models import build_model, check_model_name
-from sparsetune.train.metrics import architecture_string
+from sparsetune.pruning.metrics import architecture_string
 from sparsetune.validation import describe_validation_error
 
 USER_MODULE = """

@@ -155,7 +155,7 @@ def run_step_by_step(
 
     context = start_trial(config, cache_dir=cache_dir, workdir=workdir, on_round=on_round)
     started.append(context)
-    context.method.schedule().run(context)
+    context.run()
     return context, snapshots
 
 

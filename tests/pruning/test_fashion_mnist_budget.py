@@ -1,13 +1,15 @@
 """Every registered method, a small budget, real Fashion-MNIST (Debian's `dataset-fashion-mnist`):
 each reaches its sparsity with accuracy well above chance (0.1). Budgets are laptop-sized, so the
-bar is "learns and prunes", not the papers' numbers (scripts/paper_check.py compares those)."""
+bar is "learns and prunes", not the papers' numbers (scripts/paper_check.py compares those). A
+method without an entry in BUDGETS (a new one, a plugin's) runs with its Config defaults and
+must only learn; give it an entry to make it prune on a budget."""
 
 from __future__ import annotations
 
 import pytest
 
+from sparsetune.catalog import METHODS
 from sparsetune.config import DataConfig, TrainConfig, TrialConfig
-from sparsetune.pruning import METHODS
 from sparsetune.trial import run_trial
 
 pytestmark = pytest.mark.slow
@@ -28,10 +30,11 @@ BUDGETS: dict[str, tuple[dict, float]] = {
     # A random mask keeps small weights too: at 80-90% LeNet-300 needs more than these 48 steps.
     "random": ({"sparsity": 0.7}, 0.7),
 }
+DEFAULT_BUDGET: tuple[dict, float] = ({}, 0.0)
 
 
-def test_every_method_has_a_budget():
-    assert set(BUDGETS) == set(METHODS.names())
+def test_every_budget_names_a_registered_method():
+    assert set(BUDGETS) <= set(METHODS.names())
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +43,9 @@ def fashion(tmp_path_factory):
     return DataConfig(name="fashion-mnist", data_dir=data_dir, subset=3000, val_size=1000)
 
 
-@pytest.mark.parametrize("method", sorted(BUDGETS))
+@pytest.mark.parametrize("method", METHODS.names())
 def test_method_prunes_fashion_mnist_and_learns(method, fashion, tmp_path_factory):
-    params, sparsity = BUDGETS[method]
+    params, sparsity = BUDGETS.get(method, DEFAULT_BUDGET)
     config = TrialConfig(
         model="lenet300", data=fashion, train=DENSE, method=method, params=params, device="cpu"
     )

@@ -17,7 +17,7 @@ from sparsetune.pruning.grasp import GraSP, GraSPConfig, _xavier_fc, grasp_score
 from sparsetune.pruning.grasp import hessian_gradient_product as hg_product
 from sparsetune.pruning.init_scoring import class_balanced
 from sparsetune.pruning.masking import attach_masks
-from sparsetune.pruning.schedule import AtInitialisation, RoundInfo
+from sparsetune.pruning.plans import AtInitialisation, RoundInfo
 from sparsetune.trial import run_trial
 
 NAMES = ["fc1.weight", "fc2.weight", "fc3.weight"]
@@ -83,7 +83,7 @@ def test_the_method_scores_match_a_finite_difference_of_the_gradient():
     method = GraSP(
         GraSPConfig(samples_per_class=2, temperature=temperature, xavier_fc_scoring=False)
     )
-    method.at_init(model, masks, (inputs, targets))
+    method.at_init(model, masks, (inputs, targets), RoundInfo(1, 1, 0.9, seed=0))
 
     # Independently: the balanced batch by hand, two halves, logits / T, summed losses.
     order = torch.tensor([1, 3, 2, 5, 0, 4])
@@ -132,9 +132,10 @@ def test_global_top_k_removes_exactly_the_right_count_of_the_highest(sparsity):
     model, inputs, targets = problem(seed=1)
     masks = attach_masks(model)
     method = GraSP(GraSPConfig(sparsity=sparsity, samples_per_class=3))
-    method.at_init(model, masks, (inputs, targets))
+    info = RoundInfo(1, 1, sparsity, seed=1)
+    method.at_init(model, masks, (inputs, targets), info)
     scores = {n: s.clone() for n, s in method.scores.items()}
-    masks.update(method.compute_masks(model, masks, RoundInfo(1, 1, sparsity)))
+    masks.update(method.compute_masks(model, masks, info))
     total = 35 + 42 + 18
     assert sum(int(m.sum()) for m in masks.values()) == round((1 - sparsity) * total)
     kept = torch.cat([scores[n][masks[n] == 1] for n in NAMES])
@@ -158,7 +159,7 @@ def test_the_temperature_divides_the_logits():
     scores = {}
     for temperature in (1.0, 200.0):
         method = GraSP(GraSPConfig(temperature=temperature, xavier_fc_scoring=False))
-        method.at_init(model, masks, (inputs, targets))
+        method.at_init(model, masks, (inputs, targets), RoundInfo(1, 1, 0.9, seed=2))
         scores[temperature] = method.scores
     # Checked against a finite difference above at T = 5; here: T changes the scores.
     assert not torch.allclose(scores[1.0]["fc1.weight"], scores[200.0]["fc1.weight"])
@@ -170,16 +171,16 @@ def test_the_xavier_redraw_scores_a_copy_and_is_seeded():
     before = {n: masks.stored_weight(n).clone() for n in NAMES}
     runs = []
     for seed in (7, 7, 8):
-        torch.manual_seed(seed)  # the trial seeds the global generator; the re-draw follows it
         method = GraSP(GraSPConfig(samples_per_class=3))
-        method.at_init(model, masks, (inputs, targets))
+        # The trial's seed reaches the method in RoundInfo; the re-draw follows it.
+        method.at_init(model, masks, (inputs, targets), RoundInfo(1, 1, 0.9, seed=seed))
         runs.append(method.scores)
     for name in NAMES:
         assert torch.equal(masks.stored_weight(name), before[name])  # theta_0 untouched
         assert torch.equal(runs[0][name], runs[1][name])
         assert not torch.equal(runs[0][name], runs[2][name])
     method = GraSP(GraSPConfig(samples_per_class=3, xavier_fc_scoring=False))
-    method.at_init(model, masks, (inputs, targets))
+    method.at_init(model, masks, (inputs, targets), RoundInfo(1, 1, 0.9, seed=8))
     assert not torch.allclose(method.scores["fc1.weight"], runs[0]["fc1.weight"])
 
 
@@ -189,7 +190,7 @@ def test_the_xavier_redraw_touches_linear_layers_only_keeps_pruned_zeros_and_has
     masks = attach_masks(model)
     masks.update({"2.weight": (torch.arange(120_000).view(300, 400) % 2).float()})
     conv = masks.stored_weight("0.weight").clone()
-    _xavier_fc(model, masks)
+    _xavier_fc(model, masks, seed=0)
     assert torch.equal(masks.stored_weight("0.weight"), conv)
     fc = masks.stored_weight("2.weight")
     assert (fc[masks["2.weight"] == 0] == 0).all()
@@ -197,9 +198,9 @@ def test_the_xavier_redraw_touches_linear_layers_only_keeps_pruned_zeros_and_has
     assert float(kept.detach().std()) == pytest.approx(math.sqrt(2 / (400 + 300)), rel=0.02)
 
 
-def test_the_schedule_draws_from_the_pool_with_the_configured_control():
+def test_the_plan_draws_from_the_pool_with_the_configured_control():
     config = GraSPConfig(sparsity=0.95, scoring_pool=300, control="reinit")
-    assert GraSP(config).schedule() == AtInitialisation(0.95, 300, "reinit")
+    assert GraSP(config).plan() == AtInitialisation(0.95, 300, "reinit")
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sparsetune.config import TrainConfig, TrialConfig
+from sparsetune.export.shrink import SelectFeatures, shrink
 from sparsetune.models.lenet import LeNet5, LeNet300
 from sparsetune.pruning import METHODS
 from sparsetune.pruning.l0 import (
@@ -21,17 +22,15 @@ from sparsetune.pruning.l0 import (
     ZETA,
     L0Config,
     L0Regularization,
-    L0Training,
     deterministic_gate,
     find_gates,
     probability_nonzero,
     sample_gate,
 )
 from sparsetune.pruning.masking import attach_masks, prunable_parameters
-from sparsetune.pruning.schedule import RoundInfo
-from sparsetune.pruning.shrink import SelectFeatures, shrink
+from sparsetune.pruning.metrics import architecture_string
+from sparsetune.pruning.plans import RoundInfo, TrainThenPrune
 from sparsetune.train.loop import evaluate, fit
-from sparsetune.train.metrics import architecture_string
 
 ROUND = RoundInfo(1, 1, None)
 
@@ -41,7 +40,7 @@ def gated(model: nn.Module, n: int = 10, **params):
     masks = attach_masks(model)
     method = L0Regularization(L0Config(**params))
     method.attach(model, masks)
-    method.dataset_size = n
+    method.bind_data(n)
     return model, masks, method
 
 
@@ -251,10 +250,10 @@ def test_the_recipe_is_the_official_adam_with_weight_decay_only_in_the_penalty()
     assert (recipe.schedule, recipe.batch_size, recipe.epochs) == ("constant", 100, 7)
 
 
-def test_the_schedule_trains_from_theta_0_unless_asked_for_the_dense_weights():
-    assert L0Regularization(L0Config(epochs=3)).schedule() == L0Training(epochs=3, from_init=True)
+def test_the_plan_trains_from_theta_0_unless_asked_for_the_dense_weights():
+    assert L0Regularization(L0Config(epochs=3)).plan() == TrainThenPrune(epochs=3, from_init=True)
     method = L0Regularization(L0Config(start="dense"))
-    assert method.schedule() == L0Training(epochs=10, from_init=False)
+    assert method.plan() == TrainThenPrune(epochs=10, from_init=False)
 
 
 @pytest.mark.parametrize(

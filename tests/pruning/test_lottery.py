@@ -39,7 +39,7 @@ def lottery_trial(small_data, tmp_path, **params) -> TrialContext:
 
 
 def run_recording_starts(trial: TrialContext) -> list[RoundStart]:
-    """Run the schedule, keeping what each round's training starts from (a spy on `retrain`)."""
+    """Run the plan, keeping what each round's training starts from (a spy on `retrain`)."""
     starts = []
     train = trial.retrain
 
@@ -49,7 +49,7 @@ def run_recording_starts(trial: TrialContext) -> list[RoundStart]:
         train(epochs)
 
     trial.retrain = recording_retrain
-    trial.method.schedule().run(trial)
+    trial.run()
     return starts
 
 
@@ -139,7 +139,7 @@ def test_shuffle_control_keeps_counts_moves_positions_and_stays_nested(small_dat
 def test_a_rewind_point_the_dense_run_never_reached_is_a_clear_error(small_data, tmp_path):
     trial = lottery_trial(small_data, tmp_path, rounds=1, rewind_iteration=1000)
     with pytest.raises(ValueError, match="no checkpoint at iteration 1000 .taken: 0, 100"):
-        trial.method.schedule().run(trial)
+        trial.run()
 
 
 def test_rewind_points_outside_the_grid_are_rejected():

@@ -12,7 +12,7 @@ from torch import nn
 from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.pruning.magnitude import MagnitudeConfig, MagnitudePruning
 from sparsetune.pruning.masking import attach_masks, prunable_parameters
-from sparsetune.pruning.schedule import IterativePruning, RoundInfo
+from sparsetune.pruning.plans import IterativePruning, RoundInfo
 from sparsetune.pruning.scoring import sparsity_schedule
 from sparsetune.trial import run_trial
 
@@ -237,13 +237,11 @@ def test_sparsity_schedule_removes_the_same_fraction_of_survivors_each_round():
     assert sparsity_schedule(0.5, 1) == [0.5]
 
 
-def test_the_schedule_follows_the_criterion():
-    schedule = MagnitudePruning(MagnitudeConfig(rounds=3, retrain_epochs=4)).schedule()
-    assert schedule == IterativePruning(rounds=3, targets=(None, None, None), retrain_epochs=4)
-    schedule = MagnitudePruning(
-        MagnitudeConfig(criterion="global", sparsity=0.9, rounds=3)
-    ).schedule()
-    assert schedule.targets == pytest.approx(tuple(sparsity_schedule(0.9, 3)))
+def test_the_plan_follows_the_criterion():
+    plan = MagnitudePruning(MagnitudeConfig(rounds=3, retrain_epochs=4)).plan()
+    assert plan == IterativePruning(rounds=3, targets=(None, None, None), retrain_epochs=4)
+    plan = MagnitudePruning(MagnitudeConfig(criterion="global", sparsity=0.9, rounds=3)).plan()
+    assert plan.targets == pytest.approx(tuple(sparsity_schedule(0.9, 3)))
 
 
 def test_a_trial_reaches_each_rounds_global_target_exactly(tmp_path, small_data):

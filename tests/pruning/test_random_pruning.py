@@ -9,8 +9,8 @@ from torch import nn
 
 from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.pruning.masking import attach_masks
+from sparsetune.pruning.plans import AtInitialisation, RoundInfo
 from sparsetune.pruning.random_pruning import RandomPruning, RandomPruningConfig
-from sparsetune.pruning.schedule import AtInitialisation, RoundInfo
 from sparsetune.trial import run_trial
 
 SIZES = {"0.weight": 40 * 30, "1.weight": 30 * 20, "2.weight": 20 * 7}  # 1200 + 600 + 140
@@ -24,9 +24,9 @@ def model_and_masks():
 def random_masks(distribution: str, sparsity: float, seed: int, model=None, masks=None):
     if model is None:
         model, masks = model_and_masks()
-    torch.manual_seed(seed)  # what start_trial does with the trial's seed
     method = RandomPruning(RandomPruningConfig(sparsity=sparsity, distribution=distribution))
-    new = method.compute_masks(model, masks, RoundInfo(1, 1, sparsity))
+    # The trial's seed, as the driver passes it.
+    new = method.compute_masks(model, masks, RoundInfo(1, 1, sparsity, seed=seed))
     return {name: mask.bool() for name, mask in new.items()}
 
 
@@ -87,9 +87,9 @@ def test_already_pruned_weights_stay_pruned(distribution):
         assert int(new["0.weight"].sum()) == 300
 
 
-def test_the_schedule_is_pruning_at_initialisation_without_a_scoring_batch():
+def test_the_plan_is_pruning_at_initialisation_without_a_scoring_batch():
     method = RandomPruning(RandomPruningConfig(sparsity=0.6, control="shuffle"))
-    assert method.schedule() == AtInitialisation(0.6, 0, "shuffle")
+    assert method.plan() == AtInitialisation(0.6, 0, "shuffle")
 
 
 @pytest.mark.parametrize(

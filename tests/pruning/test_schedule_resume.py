@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparsetune.config import TrainConfig, TrialConfig
-from sparsetune.pruning.schedule import (
+from sparsetune.pruning.plans import (
     AtInitialisation,
     IterativePruning,
     NoPruning,
@@ -50,9 +50,9 @@ def test_a_trial_continued_after_round_one_reports_what_the_whole_trial_does(
     assert [r.round for r in expected] == [1, 2, 3]
 
     continued = start_trial(config, cache_dir=tmp_path / "cache")
-    schedule = continued.method.schedule()
-    assert schedule.continues_after(1) and not schedule.finished_after(1)
-    assert schedule.finished_after(3) and not schedule.continues_after(3)
+    plan = continued.method.plan()
+    assert plan.continues_after(1) and not plan.finished_after(1)
+    assert plan.finished_after(3) and not plan.continues_after(3)
     state, counters = saved["state"]
     continued.restore_round(state, counters, 1)
     results = continued.run()
@@ -64,7 +64,7 @@ def test_a_trial_continued_after_round_one_reports_what_the_whole_trial_does(
         assert torch.equal(mask, continued.masks[name])
 
 
-def test_which_schedules_continue_or_end_after_a_round():
+def test_which_plans_continue_or_end_after_a_round():
     assert NoPruning().finished_after(0)
     one_shot = AtInitialisation(target=0.9, scoring_examples=10)
     assert one_shot.finished_after(1) and not one_shot.continues_after(1)

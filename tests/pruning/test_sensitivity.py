@@ -14,7 +14,7 @@ from torch import nn
 
 from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.pruning.masking import attach_masks
-from sparsetune.pruning.schedule import PruneDuringTraining, RoundInfo, rate_factor
+from sparsetune.pruning.plans import PruneDuringTraining, RoundInfo, rate_factor
 from sparsetune.pruning.sensitivity import (
     SensitivityConfig,
     SensitivityRegularization,
@@ -26,6 +26,7 @@ from sparsetune.pruning.sensitivity import (
 from sparsetune.search.space import SPACES_DIR, load_space
 from sparsetune.train import loop
 from sparsetune.trial import run_trial
+from sparsetune.trial.driver import run_plan
 
 ROUND = RoundInfo(1, 1, None)
 # Four examples, three inputs: y = W x with W of shape (2 classes, 3 inputs), no bias.
@@ -301,11 +302,12 @@ def test_threshold_prunes_exactly_below_t_and_never_revives():
 
 
 class FakeTrial:
-    """What PruneDuringTraining uses of a TrialContext, with a scripted criterion: each round
+    """What the PruneDuringTraining runner uses of a trial, with a scripted criterion: each round
     prunes one more weight of a 2x3 layer."""
 
     def __init__(self, dense_acc: float):
         self.model, self.masks = linear()
+        self.seed = 0
         self.splits = SimpleNamespace(val=None)
         self.dense = SimpleNamespace(checkpoint=SimpleNamespace(metrics={"val_acc": dense_acc}))
         self.method = SimpleNamespace(compute_masks=self._prune_next, begin_round=self._begin)
@@ -339,7 +341,7 @@ def scripted_accuracy(monkeypatch, values):
 def test_the_first_round_past_the_tolerance_stops_and_is_not_kept(monkeypatch):
     trial = FakeTrial(dense_acc=0.90)
     scripted_accuracy(monkeypatch, [0.90, 0.885, 0.87, 0.95])  # floor 0.90 - 0.02 = 0.88
-    PruneDuringTraining(rounds=4, epochs_per_round=2, tolerance=0.02).run(trial)
+    run_plan(PruneDuringTraining(rounds=4, epochs_per_round=2, tolerance=0.02), trial)
     assert trial.retrained == [2, 2, 2]  # round 3 was trained, found wanting; no round 4
     assert trial.reported == [(1, [0, 1, 1, 1, 1, 1]), (2, [0, 0, 1, 1, 1, 1])]
     # the model is back at round 2: its masks and its weights (W + 2, pruned ones zero)
@@ -351,7 +353,7 @@ def test_the_first_round_past_the_tolerance_stops_and_is_not_kept(monkeypatch):
 def test_every_round_within_the_tolerance_is_reported(monkeypatch):
     trial = FakeTrial(dense_acc=0.90)
     scripted_accuracy(monkeypatch, [0.89, 0.88, 0.95])  # exactly at the floor counts as within
-    PruneDuringTraining(rounds=3, epochs_per_round=1, tolerance=0.02).run(trial)
+    run_plan(PruneDuringTraining(rounds=3, epochs_per_round=1, tolerance=0.02), trial)
     assert [index for index, _ in trial.reported] == [1, 2, 3]
     # the method hears of each round before that round's training
     assert trial.events == ["begin 1/3", "retrain", "begin 2/3", "retrain", "begin 3/3", "retrain"]
@@ -360,7 +362,7 @@ def test_every_round_within_the_tolerance_is_reported(monkeypatch):
 def test_a_first_round_past_the_tolerance_reports_the_dense_model(monkeypatch):
     trial = FakeTrial(dense_acc=0.90)
     scripted_accuracy(monkeypatch, [0.5])
-    PruneDuringTraining(rounds=3, epochs_per_round=1, tolerance=0.0).run(trial)
+    run_plan(PruneDuringTraining(rounds=3, epochs_per_round=1, tolerance=0.0), trial)
     assert trial.reported == [(0, [1, 1, 1, 1, 1, 1])]
     torch.testing.assert_close(trial.masks.stored_weight("weight").detach(), W)
 
@@ -369,7 +371,7 @@ def test_patience_lets_a_run_recover_from_a_dip(monkeypatch):
     trial = FakeTrial(dense_acc=0.90)
     # floor 0.88: round 2 dips, round 3 recovers, rounds 4-5 stay below, patience 2 stops at 5
     scripted_accuracy(monkeypatch, [0.89, 0.80, 0.885, 0.85, 0.86, 0.95])
-    PruneDuringTraining(rounds=6, epochs_per_round=1, tolerance=0.02, patience=2).run(trial)
+    run_plan(PruneDuringTraining(rounds=6, epochs_per_round=1, tolerance=0.02, patience=2), trial)
     assert trial.retrained == [1, 1, 1, 1, 1]
     assert [index for index, _ in trial.reported] == [1, 3]
     # back at round 3: three weights pruned, survivors moved by three retrainings
@@ -381,16 +383,14 @@ def test_patience_lets_a_run_recover_from_a_dip(monkeypatch):
 def test_a_run_that_ends_below_the_tolerance_goes_back_to_its_last_reported_round(monkeypatch):
     trial = FakeTrial(dense_acc=0.90)
     scripted_accuracy(monkeypatch, [0.90, 0.70])  # the last round is past the floor
-    PruneDuringTraining(rounds=2, epochs_per_round=1, tolerance=0.02, patience=5).run(trial)
+    run_plan(PruneDuringTraining(rounds=2, epochs_per_round=1, tolerance=0.02, patience=5), trial)
     assert [index for index, _ in trial.reported] == [1]
     assert trial.masks["weight"].int().flatten().tolist() == [0, 1, 1, 1, 1, 1]
 
 
-def test_schedule_and_recipe_follow_the_config():
+def test_plan_and_recipe_follow_the_config():
     m = method(epochs=7, prune_every=3, tolerance=0.05, lr=0.02, momentum=0.5, patience=4)
-    assert m.schedule() == PruneDuringTraining(
-        rounds=2, epochs_per_round=3, tolerance=0.05, patience=4
-    )
+    assert m.plan() == PruneDuringTraining(rounds=2, epochs_per_round=3, tolerance=0.05, patience=4)
     dense = TrainConfig(optimizer="adam", lr=0.3, weight_decay=1e-3, schedule="cosine")
     recipe = m.retrain_recipe(dense)
     assert (recipe.optimizer, recipe.lr, recipe.momentum) == ("sgd", 0.02, 0.5)

@@ -14,7 +14,7 @@ from torch.func import functional_call
 
 from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.pruning.masking import attach_masks
-from sparsetune.pruning.schedule import AtInitialisation, RoundInfo
+from sparsetune.pruning.plans import AtInitialisation, RoundInfo
 from sparsetune.pruning.snip import SNIP, SNIPConfig, snip_scores
 from sparsetune.trial import run_trial, start_trial
 
@@ -49,7 +49,7 @@ def test_the_score_is_abs_w_times_the_gradient_computed_independently():
 
     masks = attach_masks(model)
     method = SNIP(SNIPConfig())
-    method.at_init(model, masks, (inputs, targets))
+    method.at_init(model, masks, (inputs, targets), RoundInfo(1, 1, 0.9))
     total = sum(e.sum() for e in expected.values())
     assert list(method.scores) == names
     for name in names:
@@ -83,9 +83,10 @@ def test_global_top_k_keeps_exactly_kappa_of_the_highest_scores(sparsity):
     model, inputs, targets = tiny_problem(seed=2)
     masks = attach_masks(model)
     method = SNIP(SNIPConfig(sparsity=sparsity))
-    method.at_init(model, masks, (inputs, targets))
+    info = RoundInfo(1, 1, sparsity)
+    method.at_init(model, masks, (inputs, targets), info)
     scores = {n: s.clone() for n, s in method.scores.items()}
-    masks.update(method.compute_masks(model, masks, RoundInfo(1, 1, sparsity)))
+    masks.update(method.compute_masks(model, masks, info))
     total = sum(m.numel() for m in masks.values())  # 18 + 192 + 18 = 228 weights
     assert total == 228
     assert sum(int(m.sum()) for m in masks.values()) == round((1 - sparsity) * total)
@@ -112,9 +113,10 @@ def test_already_pruned_weights_score_zero_and_stay_pruned():
     pruned[:3] = 1  # keep only the first three rows of fc1
     masks.update({"fc1.weight": pruned})
     method = SNIP(SNIPConfig(sparsity=0.2))
-    method.at_init(model, masks, (inputs, targets))
+    info = RoundInfo(1, 1, 0.2)
+    method.at_init(model, masks, (inputs, targets), info)
     assert (method.scores["fc1.weight"][3:] == 0).all()
-    new = method.compute_masks(model, masks, RoundInfo(1, 1, 0.2))
+    new = method.compute_masks(model, masks, info)
     assert not (new["fc1.weight"][3:]).any()
 
 
@@ -124,9 +126,9 @@ def test_compute_masks_before_at_init_is_an_error_that_says_so():
         SNIP(SNIPConfig()).compute_masks(model, attach_masks(model), RoundInfo(1, 1, 0.5))
 
 
-def test_the_schedule_is_pruning_at_initialisation_with_the_configured_batch_and_control():
-    schedule = SNIP(SNIPConfig(sparsity=0.8, scoring_batch=64, control="shuffle")).schedule()
-    assert schedule == AtInitialisation(target=0.8, scoring_examples=64, control="shuffle")
+def test_the_plan_is_pruning_at_initialisation_with_the_configured_batch_and_control():
+    plan = SNIP(SNIPConfig(sparsity=0.8, scoring_batch=64, control="shuffle")).plan()
+    assert plan == AtInitialisation(target=0.8, scoring_examples=64, control="shuffle")
 
 
 @pytest.mark.parametrize(
@@ -162,11 +164,11 @@ def cache(tmp_path_factory):
 
 
 def prune_without_training(method: str, params: dict, data, cache_dir):
-    """The AtInitialisation schedule of a trial with its training step skipped, so that the
+    """The AtInitialisation plan of a trial with its training step skipped, so that the
     mask and weights the control leaves can be compared with theta_0."""
     trial = start_trial(trial_config(method, params, data), cache_dir=cache_dir)
     trial.retrain = lambda epochs=None: None
-    trial.method.schedule().run(trial)
+    trial.run()
     masks = {name: mask.clone() for name, mask in trial.masks.items()}
     weights = {name: trial.masks.stored_weight(name).detach().clone() for name in trial.masks}
     return masks, weights, trial.dense.checkpoint.init

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsetune.models import MODELS
-from sparsetune.pruning import METHODS
+from sparsetune.catalog import METHODS, MODELS
 from sparsetune.report.published import _all_points, published_points
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from sparsetune.search.space import default_space_path, load_space
 
@@ -28,10 +29,12 @@ def grid(bench):
     return bench.Grid.load(BENCHMARK.with_name(bench.GRID_FILE), space)
 
 
-def test_the_grid_covers_every_method_with_a_few_hundred_points(grid):
+def test_the_grid_covers_every_method_with_a_few_hundred_points(bench, grid):
     points = grid.points()
     methods = {point["method"] for point in points}
-    assert methods == set(grid.space.method_names)
+    # Every method the grid file lists is one of the space's, and each gets points.
+    listed = yaml.safe_load(BENCHMARK.with_name(bench.GRID_FILE).read_text())
+    assert methods == set(grid.space.method_names) == set(listed)
     assert 200 <= len(points) <= 400
     assert len({tuple(sorted(p.items())) for p in points}) == len(points)  # no repeats
 
@@ -83,6 +86,15 @@ def test_numbers_snap_to_the_nearest_value_on_the_spaces_scale(bench, grid):
     assert snapped["sensitivity.lr"] == 0.1  # log scale: 0.06 is nearer 0.1 than 0.03
     snapped = grid.snap({"method": "snip", "snip.sparsity": 0.76})
     assert snapped["snip.sparsity"] == 0.8  # linear scale
+
+
+def test_a_method_the_grid_does_not_list_sits_the_benchmark_out(bench, grid, tmp_path):
+    values = {method: knobs for method, knobs in grid.values.items() if method != "snip"}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(values))
+    smaller = bench.Grid.load(path, load_space(default_space_path("lenet300")))
+    assert "snip" not in smaller.space.method_names
+    assert {point["method"] for point in smaller.points()} == set(values)
 
 
 def test_a_grid_without_a_searched_knob_is_refused(bench, grid):

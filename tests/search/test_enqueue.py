@@ -74,6 +74,9 @@ def test_a_bad_point_is_one_line_naming_it(tmp_path, space, text, message):
         points(tmp_path, text, space)
 
 
+PAPER_METHODS = {"dense", "magnitude", "lottery", "l0", "sensitivity", "snip", "grasp", "random"}
+
+
 def test_the_papers_points_fit_every_built_in_space():
     assert enqueue_path("paper") == PAPER_POINTS
     assert PAPER_POINTS.parent == SPACES_DIR
@@ -81,7 +84,8 @@ def test_the_papers_points_fit_every_built_in_space():
         space = load_space(default_space_path(model))
         loaded = load_points(PAPER_POINTS, space, model)
         methods = [p.get("method") for p in loaded.points]
-        # one point for each method the space searches, dense included
-        assert sorted(set(methods)) == sorted(space.method_names), model
+        # one point for each method the space searches that the papers give, dense included
+        # (a method without a point, e.g. a plugin's, is simply not enqueued)
+        assert set(methods) == set(space.method_names) & PAPER_METHODS, model
         magnitude = next(p for p in loaded.points if p["method"] == "magnitude")
         assert magnitude["magnitude.c_fc"] == 1.7  # Han et al.'s 91% cut in fc layers

@@ -10,8 +10,9 @@ import pytest
 from ray.tune.search import Searcher
 
 from sparsetune.search.objectives import OBJECTIVES, resolve_objective
+from sparsetune.search.private_api import searcher_study
 from sparsetune.search.samplers import make_sampler
-from sparsetune.search.stopping import SweepSearch
+from sparsetune.search.searcher import SweepSearch
 
 D = optuna.study.StudyDirection
 EXPECTED = {
@@ -47,7 +48,7 @@ def resolved(name: str):
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_each_objective_reaches_optuna_with_its_directions(name):
     objective = resolved(name)
-    study = searcher(objective)._ot_study
+    study = searcher_study(searcher(objective))
     assert dict(zip(objective.metrics, study.directions, strict=True)) == EXPECTED[name]
 
 
@@ -83,7 +84,7 @@ def test_the_constraint_reaches_optuna_as_a_constraint_not_a_penalty(sampler):
     search = searcher(objective, sampler)
     complete(search, "a", {"val_acc": 0.95, "compression": 5.0})  # more accurate, infeasible
     complete(search, "b", {"val_acc": 0.90, "compression": 12.0})
-    study = search._ot_study
+    study = searcher_study(search)
     first, second = study.trials
     # The values Optuna holds are the metric itself; the violation is stored beside it.
     assert first.values == [0.95] and second.values == [0.90]
@@ -96,15 +97,15 @@ def test_an_unconstrained_objective_sets_no_constraint():
     objective = resolved("pareto")
     search = searcher(objective)
     complete(search, "a", {"val_acc": 0.95, "compression": 5.0})
-    assert search._ot_study.trials[0].values == [0.95, 5.0]
-    assert search._ot_study.trials[0].constraints == {}  # an unconstrained objective
+    assert searcher_study(search).trials[0].values == [0.95, 5.0]
+    assert searcher_study(search).trials[0].constraints == {}  # an unconstrained objective
 
 
 def test_no_new_trial_once_the_budget_is_spent():
     objective = resolved("pareto")
     spent = searcher(objective, deadline=time.time() - 1)
     assert spent.suggest("a") == Searcher.FINISHED
-    assert spent._ot_study.trials == []
+    assert searcher_study(spent).trials == []
     running = searcher(objective, deadline=time.time() + 3600)
     assert isinstance(running.suggest("a"), dict)
 

@@ -222,9 +222,10 @@ def _ray_state_names_existing_checkpoints(out: Path) -> bool:
     return True
 
 
-def _trial_workers(ray_temp: Path) -> list[int]:
+def _trial_workers(ray_temp: Path, trial_id: str = "") -> list[int]:
     """Pids of the Ray actors running trials of the Ray whose temp dir is `ray_temp` (set by the
-    test in RAY_TMPDIR, which the raylet passes on to its workers)."""
+    test in RAY_TMPDIR, which the raylet passes on to its workers); with `trial_id`, only the one
+    running that trial (Ray runs each trial in a working folder named after it)."""
     marker = f"RAY_TMPDIR={ray_temp}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -233,12 +234,25 @@ def _trial_workers(ray_temp: Path) -> list[int]:
         try:
             title = (entry / "cmdline").read_bytes().split(b"\0")[0]
             environment = (entry / "environ").read_bytes().split(b"\0")
+            folder = os.readlink(entry / "cwd")
         except OSError:
             continue
         busy = title.startswith(b"ray::") and b"IDLE" not in title and b"Agent" not in title
-        if busy and marker in environment:
+        running = f"sparsetune_trial_{trial_id}_" in folder if trial_id else True
+        if busy and marker in environment and running:
             pids.append(int(entry.name))
     return pids
+
+
+def _unfinished_trial_with_a_checkpoint(out: Path) -> str | None:
+    """A trial that Ray holds a checkpoint of (it reported a round) and that has not finished (it
+    draws its round curves last): the one to kill mid-way."""
+    for folder in sorted((out / "ray").glob("*/sparsetune_trial_*")):
+        trial_id = folder.name.split("_")[2]
+        finished = (out / "trials" / trial_id / "round_curves.png").exists()
+        if any(folder.glob("checkpoint_*")) and not finished:
+            return trial_id
+    return None
 
 
 def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
@@ -255,13 +269,16 @@ def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
     )
     try:
         deadline = time.monotonic() + 240
-        while not (_trials_with_a_round(out) >= 1 and _completed_trials(out) == 0):
+        # Killed as soon as a trial has a checkpoint and is still running: a fixed wait would race
+        # trials that take a second or two.
+        workers: list[int] = []
+        while not workers:
             assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial reported a round in time"
-            time.sleep(0.2)
-        time.sleep(1)
-        workers = _trial_workers(ray_temp)
-        assert workers, "found no trial worker to kill"
+            assert _completed_trials(out) == 0, "every trial ended before one could be killed"
+            trial_id = _unfinished_trial_with_a_checkpoint(out)
+            workers = _trial_workers(ray_temp, trial_id) if trial_id else []
+            time.sleep(0.05)
         os.kill(workers[0], signal.SIGKILL)
         assert driver.wait(300) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
     finally:

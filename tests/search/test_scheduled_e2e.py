@@ -9,7 +9,7 @@ import optuna
 import pytest
 from cli_helpers import MAGNITUDE_GLOBAL_SPACE, run_cli
 
-from sparsetune.cli import EXIT_FINISHED, EXIT_NOTHING_TO_DO
+from sparsetune.app.scheduled_sweep import EXIT_FINISHED, EXIT_NOTHING_TO_DO
 from sparsetune.search.scheduled import warm_start
 from sparsetune.search.space import load_space
 

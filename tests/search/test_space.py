@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
+import yaml
 
-from sparsetune.pruning import METHODS
-from sparsetune.search.space import SPACES_DIR, default_space_path, load_space, params_from_flat
+from sparsetune.catalog import BUILT_IN, METHODS
+from sparsetune.search.space import (
+    SPACES_DIR,
+    default_space_path,
+    load_space,
+    method_fragment,
+    params_from_flat,
+)
 
 CONDITIONAL = """
 train: {epochs: 2}
@@ -31,9 +40,38 @@ def write(tmp_path, text, name="space.yaml"):
 @pytest.mark.parametrize("model", ["lenet5", "lenet300"])
 def test_the_lenet_spaces_search_every_method(model):
     space = load_space(default_space_path(model))
-    assert sorted(space.method_names) == sorted(METHODS.names())
+    # `methods: all`: every registered method with a fragment, in the catalog's order.
+    with_fragment = [m for m in METHODS.in_order() if method_fragment(m) is not None]
+    assert space.method_names == with_fragment
+    assert set(BUILT_IN["method"]) <= set(space.method_names)
     assert space.is_conditional
     assert space.methods["magnitude"]["rounds"].integer
+
+
+def test_every_built_in_method_has_a_fragment():
+    for method in BUILT_IN["method"]:
+        assert method_fragment(method) == SPACES_DIR / "methods" / f"{method}.yaml"
+
+
+def test_the_lenet5_space_overrides_the_sensitivity_fragment():
+    space = load_space(default_space_path("lenet5"))
+    assert space.methods["sensitivity"]["variant"].value == "specific"
+    fragment = load_space(default_space_path("lenet300")).methods["sensitivity"]
+    assert fragment["variant"].choices == ["unspecific", "specific"]
+
+
+def test_methods_all_reads_the_fragments_beside_the_space_first(tmp_path):
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "magnitude.yaml").write_text("rounds: 5\n")
+    space = load_space(write(tmp_path, "methods: all\n"))
+    assert space.methods["magnitude"]["rounds"].value == 5  # the copy beside the space
+    assert space.methods["snip"] == load_space(default_space_path("lenet300")).methods["snip"]
+
+
+def test_every_paper_point_names_a_registered_method():
+    points = yaml.safe_load((SPACES_DIR / "paper_points.yaml").read_text())
+    for point in points:
+        METHODS.check(point["method"])
 
 
 @pytest.mark.parametrize("model", ["resnet20", "resnet32", "resnet32x2", "vgg16", "vgg19"])
@@ -106,6 +144,9 @@ def test_methods_restriction_and_fragments(tmp_path):
         ("train: {lr: -1}\nmethods:\n  dense: {}\n", "train.lr"),
         ("train: {speed: 2}\nmethods:\n  dense: {}\n", "train.speed: unknown key"),
         ("methods: {}\n", "at least one method"),
+        ("methods: some\n", "at least one method"),
+        ("methods: all\noverrides: {nope: {}}\n", "overrides.nope: not among the space's methods"),
+        ("methods: {dense: {}}\noverrides: [dense]\n", "overrides: expected a mapping"),
         ("- a\n- b\n", "needs a `methods:` mapping"),
     ],
 )
@@ -117,5 +158,7 @@ def test_invalid_spaces_name_the_field(tmp_path, text, message):
     assert "\n" not in str(error.value)
 
 
-def test_spaces_ship_inside_the_package():
+def test_the_spaces_sit_at_the_top_level_of_the_checkout():
+    # An installed wheel holds them in the package instead (tests/test_packaging.py).
+    assert SPACES_DIR == Path(__file__).resolve().parents[2] / "search_spaces"
     assert (SPACES_DIR / "methods" / "magnitude.yaml").is_file()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 
-from sparsetune.cli import EXIT_FINISHED, EXIT_NOTHING_TO_DO, EXIT_RESUMED
+from sparsetune.app.scheduled_sweep import EXIT_FINISHED, EXIT_NOTHING_TO_DO, EXIT_RESUMED
 from sparsetune.search.spec import load_spec
 from sparsetune.search.state import SweepState
 

@@ -61,8 +61,9 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
         history = client.get_metric_history(child.info.run_id, "compression")
         own_rows = [r for r in rows if r["run_id"] == child.info.run_id]
         assert [m.step for m in history] == [int(r["round"]) for r in own_rows]
-        for name in ("val_acc", "flops_ratio"):
+        for name in ("val_acc", "flops_ratio", "memory_footprint_bytes"):
             assert len(client.get_metric_history(child.info.run_id, name)) == len(own_rows)
+        assert all(int(r["memory_footprint_bytes"]) > 0 for r in own_rows)
         files = {a.path for a in client.list_artifacts(child.info.run_id, "ticket")}
         last = own_rows[-1]["round"]
         assert {
@@ -111,6 +112,7 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
             "params",
             "run_id",
         } <= set(record)
+        assert record["memory_footprint_bytes"] > 0
 
     # The dense stage was trained once, in one cache entry, for all four trials.
     entries = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]

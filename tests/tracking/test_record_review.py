@@ -13,7 +13,7 @@ import pytest
 from review_helpers import make_sweep, run_id
 from rich.console import Console
 
-from sparsetune.search.sweep import record_review
+from sparsetune.search.records import record_review
 from sparsetune.tracking import is_server_uri
 from sparsetune.tracking.trial_run import TrialRun
 
@@ -46,7 +46,7 @@ class FakeStore:
 
 
 def _record(folder, store, parent, front=None, rows=None):
-    """record_review as `_finish` calls it; the console's output."""
+    """record_review as the sweep calls it when it ends; the console's output."""
     if front is None:
         front = json.loads((folder / "pareto.json").read_text())["front"]
     if rows is None:

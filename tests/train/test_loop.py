@@ -12,7 +12,7 @@ from torch import nn
 from sparsetune.config import TrainConfig
 from sparsetune.data.tensors import TensorSet
 from sparsetune.models import build_model
-from sparsetune.pruning.base import TrainingHooks
+from sparsetune.train.hooks import TrainingHooks
 from sparsetune.train.loop import (
     EpochDone,
     TrainingDiverged,

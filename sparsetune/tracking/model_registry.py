@@ -24,11 +24,11 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from sparsetune.export.ticket import ROUND_FILE
+from sparsetune.results import REGISTERED_METRICS
 from sparsetune.tracking import local_sqlite_path
 from sparsetune.tracking.mlflow_store import MlflowRun, MlflowStore
 
 EXPORT_EXPERIMENT = "sparsetune-export"
-METRICS = ("val_acc", "test_acc", "compression", "flops_ratio")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def register_model(
         store = MlflowStore.open(tracking_uri, EXPORT_EXPERIMENT, _artifact_dir(tracking_uri))
         run = store.start_run(f"export-{name}")
         # Before log_model: it links the run's metrics at `step` to the logged model.
-        run.log_metrics({key: info[key] for key in METRICS if key in info}, step=step)
+        run.log_metrics({key: info[key] for key in REGISTERED_METRICS if key in info}, step=step)
     else:
         run = MlflowRun(MlflowClient(tracking_uri), run_id)
     client = MlflowClient(tracking_uri)

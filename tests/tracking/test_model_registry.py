@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from sparsetune.models.lenet import LeNet300
-from sparsetune.tracking.registry import EXPORT_EXPERIMENT, register_model
+from sparsetune.tracking.model_registry import EXPORT_EXPERIMENT, register_model
 
 
 def test_registering_without_a_run_makes_one_and_changes_no_global_setting(tmp_path, monkeypatch):

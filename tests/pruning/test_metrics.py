@@ -7,7 +7,7 @@ import torch
 
 from sparsetune.models import build_model
 from sparsetune.pruning.masking import attach_masks
-from sparsetune.train.metrics import architecture_string, layer_macs, sparsity_report
+from sparsetune.pruning.metrics import architecture_string, layer_macs, sparsity_report
 
 LENET5_MACS = {
     "conv1.weight": 500 * 24 * 24,  # 20 filters of 1x5x5, at 24x24 output positions

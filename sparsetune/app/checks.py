@@ -1,0 +1,176 @@
+"""Checks of user input, each raising `BadInput` with one line that names the option and the fix.
+
+They run before anything is written: each command calls the ones it needs before it creates its
+first file, folder or MLflow run. Heavy libraries are imported inside the check that needs them.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sparsetune.app.console import say
+from sparsetune.app.errors import BadInput
+from sparsetune.validation import describe_validation_error
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sparsetune.data import Splits
+    from sparsetune.search.options import SweepConfig
+    from sparsetune.search.space import SearchSpace
+
+Options = TypeVar("Options", bound=BaseModel)
+
+
+def flag(field: str) -> str:
+    """The command-line flag of an option field: `val_size` -> `--val-size`."""
+    return "--" + field.replace("_", "-")
+
+
+def validated(model_class: type[Options], values: dict[str, Any]) -> Options:
+    """`values` as `model_class`; a bad value is BadInput naming its flag."""
+    try:
+        return model_class.model_validate(values)
+    except ValidationError as error:
+        message = describe_validation_error(error)
+        if message.startswith("--"):  # a check across options names its options itself
+            raise BadInput(message) from None
+        field, colon, problem = message.partition(":")
+        raise BadInput(f"{flag(field)}{colon}{problem}") from None
+
+
+def checked_space(sweep: SweepConfig) -> SearchSpace:
+    """The sweep's search space (`--space`, else the model's built-in one), validated."""
+    from sparsetune.search.space import default_space_path, load_space
+
+    path = sweep.space or default_space_path(sweep.model)
+    try:
+        return load_space(path, sweep.methods)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
+def checked_enqueue(
+    sweep: SweepConfig, space: SearchSpace, console: Console
+) -> list[dict[str, Any]] | None:
+    """The `--enqueue` points that fit the space (those of other methods skipped, and said)."""
+    if sweep.enqueue is None:
+        return None
+    from sparsetune.search.enqueue import enqueue_path, load_points
+
+    try:
+        loaded = load_points(enqueue_path(sweep.enqueue), space, sweep.model)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    if loaded.skipped:
+        say(console, f"--enqueue: skipped {len(loaded.skipped)}: {'; '.join(loaded.skipped)}")
+    return loaded.points
+
+
+def checked_data(sweep: SweepConfig) -> Splits:
+    """The sweep's data, loaded (and downloaded where allowed): a missing dataset is bad input."""
+    from sparsetune.data import load_splits
+
+    try:
+        return load_splits(sweep.data_config())
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
+def check_device(device: str) -> None:
+    from sparsetune.trial import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        raise BadInput(f"--{error}") from None
+
+
+def check_gpus(sweep: SweepConfig) -> None:
+    """GPUs per trial on a local Ray need a GPU here; a cluster's may be on other nodes."""
+    if not sweep.gpus_per_trial or sweep.address:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BadInput(
+            f"--gpus-per-trial {sweep.gpus_per_trial:g}: no CUDA device is visible here; run "
+            "without it, or join a cluster with GPUs with --address (docs/cluster.md)"
+        )
+
+
+def check_cluster(address: str) -> None:
+    """A head answers at `address` (auto: RAY_ADDRESS, else a cluster started on this machine),
+    checked before anything is written. Ray's own refusal comes later and as a traceback."""
+    where = address
+    if address == "auto":
+        from sparsetune.search.private_api import ray_address_from_environment
+
+        try:
+            where = ray_address_from_environment("auto")
+        except ConnectionError:
+            raise BadInput(
+                "--address auto: no running Ray cluster found (RAY_ADDRESS is unset and none "
+                "was started on this machine); start one with `ray start --head` or pass "
+                "HOST:PORT (docs/cluster.md)"
+            ) from None
+    client = where.startswith("ray://")
+    host, _, port = where.removeprefix("ray://").rpartition(":")
+    if "://" in host or not port.isdigit():  # a form Ray resolves itself: leave it to Ray
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        server = "Ray Client server" if client else "Ray head"
+        start = (
+            "`ray start --head` (its client server listens on --ray-client-server-port, 10001 "
+            "by default)"
+            if client
+            else "`ray start --head --port PORT`"
+        )
+        raise BadInput(
+            f"--address {address}: no {server} answers at {host}:{port} ({reason}); start one "
+            f"with {start} or check the address (docs/cluster.md)"
+        ) from None
+
+
+def check_writable(path: Path, option: str) -> None:
+    """The folder can be created and written, without creating it now."""
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{option} {path}: exists and is not a folder; pass a folder path")
+    check_can_create(path, option, f"pass {option} to a folder you can write")
+
+
+def checked_out_file(path: Path, option: str = "--out") -> Path:
+    """A file path whose folder exists or can be created, and can be written; nothing created."""
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        raise BadInput(
+            f"{option} {path}: is a folder; pass a file path, e.g. {path / 'model.safetensors'}"
+        )
+    check_can_create(path, option, "pass a path in a folder you can write")
+    return path
+
+
+def check_can_create(path: Path, option: str, fix: str) -> None:
+    """`path` (a file or a folder, not there yet or there) can be created and written: its
+    nearest existing ancestor is a folder this process can write in. Nothing is created."""
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BadInput(f"{option} {path}: {ancestor} is a file, not a folder; pass another path")
+    try:  # os.access says yes to root everywhere; a real probe file tells the truth
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        raise BadInput(
+            f"{option} {path}: cannot write in {ancestor} ({error.strerror}); {fix}"
+        ) from None

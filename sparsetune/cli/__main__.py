@@ -1,0 +1,7 @@
+"""`python -m sparsetune.cli`: the `sparsetune` command."""
+
+import sys
+
+from sparsetune.cli import main
+
+sys.exit(main())

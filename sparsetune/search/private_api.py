@@ -1,0 +1,136 @@
+"""Every private attribute of Ray and Optuna that sparsetune reads or writes, in one place.
+
+Neither library offers a public way to do these few things (reconcile a restored searcher's study
+after the driver was killed, put this run's callbacks into a restored Tuner, tag a running Optuna
+trial from outside it, find the Ray address `ray start` left behind), so each is one small named
+function here. Each access checks the installed version first and then the attribute itself, and
+raises `PrivateApiChanged` naming both when the pinned stack has moved: a clear error at the
+first use rather than a wrong sweep. tests/search/test_private_api.py calls every function on the
+installed versions, so an upgrade that drops an attribute fails there first.
+
+Written against ray 2.60 and optuna 5.0 (`WRITTEN_FOR`). Other minor versions of the same major
+version are accepted when the attributes are present (the attribute check below decides); a newer
+major version is refused at once, attributes or not, since their meaning may have changed.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import version
+from typing import Any
+
+WRITTEN_FOR = {"ray": (2, 60), "optuna": (5, 0)}
+MODULE = "sparsetune/search/private_api.py"
+
+
+class PrivateApiChanged(RuntimeError):
+    """An installed Ray or Optuna no longer has a private attribute sparsetune relies on."""
+
+
+def written_for(library: str) -> str:
+    """E.g. "ray 2.60": the version this module's accessors were written against."""
+    major, minor = WRITTEN_FOR[library]
+    return f"{library} {major}.{minor}"
+
+
+def _advice(library: str) -> str:
+    major, minor = WRITTEN_FOR[library]
+    return f"Install {library}=={major}.{minor}.* or update {MODULE}"
+
+
+@cache
+def check_version(library: str) -> str:
+    """The installed version of `library` (ray or optuna); PrivateApiChanged when its major
+    version is newer than the one this module was written against."""
+    installed = version(library)
+    if int(installed.split(".")[0]) > WRITTEN_FOR[library][0]:
+        raise PrivateApiChanged(
+            f"{library} {installed} is installed; sparsetune reads private attributes of "
+            f"{library} written against {written_for(library)}.x and does not know whether they "
+            f"still mean the same. {_advice(library)}"
+        )
+    return installed
+
+
+def _missing(library: str, owner: str, attribute: str) -> PrivateApiChanged:
+    return PrivateApiChanged(
+        f"{library} {check_version(library)} has no {owner}.{attribute}, a private attribute "
+        f"sparsetune relies on (written against {written_for(library)}.x). {_advice(library)}"
+    )
+
+
+def _get(library: str, obj: Any, attribute: str, owner: str | None = None) -> Any:
+    check_version(library)
+    try:
+        return getattr(obj, attribute)
+    except AttributeError:
+        raise _missing(library, owner or type(obj).__name__, attribute) from None
+
+
+# -- Ray's OptunaSearch -----------------------------------------------------------------------
+def searcher_study(searcher: Any) -> Any:
+    """The `optuna.Study` an `OptunaSearch` asks and tells (`_ot_study`)."""
+    return _get("ray", searcher, "_ot_study")
+
+
+def searcher_trials(searcher: Any) -> dict[str, Any]:
+    """Ray trial id -> the `optuna.Trial` asked for it (`_ot_trials`), the searcher's own map."""
+    return _get("ray", searcher, "_ot_trials")
+
+
+def searcher_told(searcher: Any, ray_trial_id: str) -> bool:
+    """Whether the searcher has told the study the end of this Ray trial (`_completed_trials`)."""
+    return ray_trial_id in _get("ray", searcher, "_completed_trials")
+
+
+def mark_searcher_told(searcher: Any, ray_trial_id: str) -> None:
+    """Record that this Ray trial's end is told, so that the searcher never tells it again."""
+    _get("ray", searcher, "_completed_trials").add(ray_trial_id)
+
+
+# -- Optuna -----------------------------------------------------------------------------------
+def set_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
+    """Set a user attribute on a trial of `study` given as a `FrozenTrial` (one read from
+    `study.get_trials`, e.g. a RUNNING trial no one holds the live `Trial` of): through the
+    study's storage (`study._storage`) and the trial's storage id (`FrozenTrial._trial_id`)."""
+    storage = _get("optuna", study, "_storage")
+    storage.set_trial_user_attr(_get("optuna", trial, "_trial_id"), key, value)
+
+
+# -- Ray Tune's Tuner -------------------------------------------------------------------------
+def _local_tuner(tuner: Any) -> Any:
+    internal = _get("ray", tuner, "_local_tuner")
+    if internal is None:
+        raise _missing("ray", type(tuner).__name__, "_local_tuner")
+    return internal
+
+
+def tuner_run_config(tuner: Any) -> Any:
+    """The `RunConfig` a Tuner holds (restored: the one saved with the experiment)."""
+    return _local_tuner(tuner).get_run_config()
+
+
+def replace_tuner_configs(tuner: Any, tune_config: Any, run_config: Any) -> None:
+    """Make a restored Tuner run with these configs (this process's searcher, scheduler,
+    callbacks and stoppers) instead of the copies pickled when the sweep first started: Ray has
+    no public setter (`TunerInternal._tune_config`, `._run_config`)."""
+    internal = _local_tuner(tuner)
+    for attribute in ("_run_config", "_tune_config"):  # both checked before either is replaced
+        _get("ray", internal, attribute)
+    internal._run_config = run_config
+    internal._tune_config = tune_config
+
+
+# -- Ray's cluster address --------------------------------------------------------------------
+def ray_address_from_environment(address: str = "auto") -> str:
+    """The address `ray.init(address)` would join: RAY_ADDRESS, else (for "auto") the cluster
+    `ray start` left on this machine. ConnectionError when there is none
+    (`ray._private.services.get_ray_address_from_environment`)."""
+    check_version("ray")
+    try:
+        from ray._private import services
+    except ImportError:
+        raise _missing("ray", "ray", "_private.services") from None
+    owner = "ray._private.services"
+    find = _get("ray", services, "get_ray_address_from_environment", owner)
+    return find(address, None)
