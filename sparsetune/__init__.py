@@ -1,8 +1,14 @@
 """sparsetune: hyperparameter search for sparse neural networks.
 
-`import sparsetune` is cheap on purpose: it loads none of torch, Ray, Optuna or MLflow. The heavy
-parts live in subpackages that a caller imports when it needs them; `sparsetune.load` (a model
-from an exported ticket, see `sparsetune.export`) is resolved on first use for the same reason.
+The public API is what this module exports:
+- `sparsetune.search(model, data=..., objective=..., trials=..., ...)`: a sweep, as
+  `sparsetune search` runs it; returns its Pareto front (`sparsetune.app.api.SearchRun`);
+- `sparsetune.prune(model, method=..., data=..., params=..., ...)`: one configuration, as
+  `sparsetune prune` runs it (`sparsetune.app.prune.PruneResult`);
+- `sparsetune.load(path)`: a ready model from an exported ticket (`sparsetune.export`).
+
+`import sparsetune` is cheap on purpose: it loads none of torch, Ray, Optuna or MLflow; each of
+the names above is resolved on first use, and loads what it needs then.
 """
 
 from __future__ import annotations
@@ -11,13 +17,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "load", "prune", "search"]
+
+# PEP 562: each public name is imported only when it is first looked up.
+_LAZY = {
+    "load": "sparsetune.export",
+    "prune": "sparsetune.app.api",
+    "search": "sparsetune.app.api",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: `sparsetune.load` imports torch only when it is first looked up.
-    if name == "load":
-        from sparsetune.export import load
+    if name in _LAZY:
+        from importlib import import_module
 
-        return load
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sparsetune' has no attribute {name!r}")

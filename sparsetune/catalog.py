@@ -10,6 +10,7 @@ pruning method"), or code calls `METHODS.register(name, Class)`.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -64,9 +65,19 @@ def method_config_class(method: str) -> Any:
 
 _IMPORT_PATH_HINT = "or a factory 'package.module:function' importable here"
 
+# Short forms of the libraries whose builders work as they are: `torchvision:resnet18` is
+# `torchvision.models:resnet18`, `timm:NAME` is `timm.models:NAME` (when timm is installed).
+SHORT_FORMS = {"torchvision": "torchvision.models", "timm": "timm.models"}
+
 
 def is_import_path(name: str) -> bool:
     return ":" in name
+
+
+def expand_short_form(name: str) -> str:
+    """`torchvision:resnet18` -> `torchvision.models:resnet18`; any other name as it is."""
+    module, colon, attribute = name.partition(":")
+    return f"{SHORT_FORMS.get(module, module)}{colon}{attribute}"
 
 
 def model_factory(name: str) -> Callable[..., Any]:
@@ -80,28 +91,57 @@ def model_factory(name: str) -> Callable[..., Any]:
             return MODELS[name]
         except ValueError as error:
             raise ValueError(f"{error}, {_IMPORT_PATH_HINT}") from None
+    path = expand_short_form(name)
     try:
-        factory = import_object(name)
+        factory = import_object(path)
     except ValueError as error:
         raise ValueError(f"{error}; install the package or add its folder to PYTHONPATH") from None
     except Exception as error:  # the module itself failed while importing: one line, not a trace
-        module = name.partition(":")[0]
+        module = path.partition(":")[0]
         raise ValueError(
             f"{name!r}: importing {module!r} raised {type(error).__name__}: {error}"
         ) from None
     if not callable(factory):
         raise ValueError(
             f"{name!r} is not callable ({type(factory).__name__}); point it at a function or "
-            "class taking (input_shape, num_classes)"
+            "class building a torch.nn.Module"
         )
     return factory
+
+
+KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
+
+
+def factory_keywords(
+    factory: Callable[..., Any], input_shape: tuple[int, ...], num_classes: int
+) -> dict[str, Any]:
+    """The keywords to call `factory` with: those of `input_shape` and `num_classes` that its
+    signature names. A factory with `**kwargs` and no `num_classes` of its own (torchvision's
+    and timm's builders) gets `num_classes` through them, never `input_shape` (their models
+    would refuse it). A signature Python cannot read gets both."""
+    offered = {"input_shape": tuple(input_shape), "num_classes": num_classes}
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some builtins have none: let the call decide
+        return offered
+    named = {
+        name: value
+        for name, value in offered.items()
+        if name in parameters
+        and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, KEYWORD_ONLY)
+    }
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if takes_any and "num_classes" not in named:
+        named["num_classes"] = num_classes
+    return named
 
 
 def check_model_name(name: str) -> str:
     """Return `name` if it is registered or names a usable factory; for the config's validator.
 
     A registered name is only looked up in the table (torch stays unimported); an import path is
-    imported, and its factory must accept the keywords `input_shape` and `num_classes`.
+    imported, and its factory must be callable with the keywords among `input_shape` and
+    `num_classes` that it takes (none, for a zero-argument factory) and nothing else.
     """
     if not is_import_path(name):
         try:
@@ -114,10 +154,61 @@ def check_model_name(name: str) -> str:
     except (TypeError, ValueError):  # some builtins have none: let the call decide
         return name
     try:
-        signature.bind(input_shape=(3, 32, 32), num_classes=10)
+        signature.bind(**factory_keywords(factory, (3, 32, 32), 10))
     except TypeError:
         raise ValueError(
-            f"{name!r} must accept the keywords input_shape and num_classes; "
-            f"its signature is {signature}"
+            f"{name!r} must be callable with keywords only, those it takes of input_shape and "
+            f"num_classes (or none); its signature is {signature}"
         ) from None
     return name
+
+
+# --- datasets: the user-data forms --------------------------------------------------------------
+# Dataset names that are not in the table: a file or folder after a prefix, or an import path.
+NPZ_PREFIX = "npz:"
+IMAGEFOLDER_PREFIX = "imagefolder:"
+_DATASET_FORMS = (
+    "a factory 'package.module:function' returning (train, test), 'npz:FILE' or "
+    "'imagefolder:FOLDER'"
+)
+
+
+def check_dataset_name(name: str) -> str:
+    """`name` if it is a registered dataset or one of the user-data forms; for the validator.
+
+    A registered name is only looked up (torch stays unimported). `npz:FILE` and
+    `imagefolder:FOLDER` come back with the path made absolute (trials may run in another
+    folder), read when the data loads; `package.module:factory` is imported now and must be
+    callable, so a typo fails here.
+    """
+    for prefix in (NPZ_PREFIX, IMAGEFOLDER_PREFIX):
+        if name.startswith(prefix):
+            path = name.removeprefix(prefix).strip()
+            if not path:
+                raise ValueError(f"{name!r} names no path; write {prefix}PATH")
+            return prefix + os.path.abspath(os.path.expanduser(path))
+    if not is_import_path(name):
+        try:
+            return DATASETS.check(name)
+        except ValueError as error:
+            raise ValueError(f"{error}, or {_DATASET_FORMS}") from None
+    dataset_factory(name)
+    return name
+
+
+def dataset_factory(name: str) -> Callable[[], Any]:
+    """The zero-argument data factory at import path `name`; a one-line ValueError if none."""
+    try:
+        factory = import_object(name)
+    except ValueError as error:
+        raise ValueError(f"{error}; install the package or add its folder to PYTHONPATH") from None
+    except Exception as error:  # the module itself failed while importing: one line, not a trace
+        raise ValueError(
+            f"{name!r}: importing {name.partition(':')[0]!r} raised {type(error).__name__}: {error}"
+        ) from None
+    if not callable(factory):
+        raise ValueError(
+            f"{name!r} is not callable ({type(factory).__name__}); point it at a zero-argument "
+            "function returning (train, test)"
+        )
+    return factory

@@ -22,7 +22,12 @@ from pydantic import (
     model_validator,
 )
 
-from sparsetune.catalog import DATASETS, METHODS, check_model_name, method_config_class
+from sparsetune.catalog import (
+    METHODS,
+    check_dataset_name,
+    check_model_name,
+    method_config_class,
+)
 from sparsetune.validation import describe_validation_error, register_for_messages
 
 # Expanded here: pydantic does not run validators on defaults, so "~" would stay literal.
@@ -40,7 +45,7 @@ Device = Literal["auto", "cpu", "cuda"]
 # Names are checked against the catalog, which imports nothing heavy: a registered name is
 # looked up in a table; "package.module:factory" is imported now, so a typo fails here.
 ModelName = Annotated[str, AfterValidator(check_model_name)]
-DatasetName = Annotated[str, AfterValidator(DATASETS.check)]
+DatasetName = Annotated[str, AfterValidator(check_dataset_name)]
 MethodName = Annotated[str, AfterValidator(METHODS.check)]
 UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
@@ -105,6 +110,8 @@ class TrialConfig(Frozen):
     params: dict[str, Any] = {}
     seed: int = 0
     device: Device = "auto"
+    # A trained model to start from: it is the dense stage (sparsetune.models.weights).
+    weights: UserPath | None = None
 
     @model_validator(mode="after")
     def _valid_params(self) -> TrialConfig:
@@ -120,10 +127,29 @@ class TrialConfig(Frozen):
             raise ValueError(f"method {self.method}: {problem}") from None
         params = validated.model_dump(exclude_defaults=True)
         object.__setattr__(self, "params", params)
+        if self.weights is not None:
+            check_weights_fit_method(self.weights, self.method, validated)
+            object.__setattr__(self, "weights", self.weights.resolve())
         return self
 
     def method_config(self) -> Any:
         return method_config_class(self.method).model_validate(self.params)
+
+
+def check_weights_fit_method(weights: Path, method: str, method_config: Any) -> None:
+    """A weights file exists, and the method needs no checkpoint that only a dense training
+    makes: theta_j for j > 0 (lottery's `rewind_iteration`)."""
+    if not weights.is_file():
+        raise ValueError(
+            f"weights: {weights}: no such file; pass a .safetensors file or a torch checkpoint"
+        )
+    rewind = getattr(method_config, "rewind_iteration", 0)
+    if rewind:
+        raise ValueError(
+            f"method {method}: rewind_iteration {rewind} needs theta_{rewind} from a dense "
+            "training, and --weights skips it; use rewind_iteration=0 (a fresh seeded theta_0) "
+            "or drop --weights"
+        )
 
 
 for _model in (SyntheticOptions, DataConfig, TrainConfig, TrialConfig):

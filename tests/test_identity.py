@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparsetune.config import DataConfig, SyntheticOptions, TrainConfig, TrialConfig
-from sparsetune.identity import HASH_LENGTH, canonical_json, content_hash, dense_key, trial_hash
+from sparsetune.identity import (
+    HASH_LENGTH,
+    canonical_json,
+    content_hash,
+    dense_key,
+    folder_listing_hash,
+    trial_hash,
+)
 from sparsetune.pruning import METHOD_CONFIGS
 
 
@@ -144,3 +151,24 @@ def test_synthetic_options_are_part_of_the_data_identity():
 def test_canonical_json_ignores_key_order():
     assert canonical_json({"b": 1, "a": [1, 2]}) == canonical_json({"a": [1, 2], "b": 1})
     assert canonical_json({"a": [1, 2]}) != canonical_json({"a": [2, 1]})  # lists keep order
+
+
+def test_data_read_from_a_file_or_folder_is_known_by_its_content(tmp_path):
+    """An overwritten .npz, or an image folder with a file added, is other data: its dense stage
+    and trials must not share the keys of the old one."""
+    data_file = tmp_path / "data.npz"
+    data_file.write_bytes(b"first version")
+    npz = config(data=DataConfig(name=f"npz:{data_file}"))
+    before = (dense_key(npz), trial_hash(npz))
+    data_file.write_bytes(b"second version, another size")
+    assert dense_key(npz) != before[0] and trial_hash(npz) != before[1]
+
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "a.png").write_bytes(b"png")
+    images = config(data=DataConfig(name=f"imagefolder:{folder}"))
+    key = dense_key(images)
+    assert dense_key(config(data=DataConfig(name=f"imagefolder:{tmp_path / 'images'}"))) == key
+    (folder / "cat" / "b.png").write_bytes(b"png")
+    folder_listing_hash.cache_clear()  # once per process: a new process sees the new listing
+    assert dense_key(images) != key

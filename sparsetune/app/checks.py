@@ -44,11 +44,36 @@ def validated(model_class: type[Options], values: dict[str, Any]) -> Options:
         raise BadInput(f"{flag(field)}{colon}{problem}") from None
 
 
-def checked_space(sweep: SweepConfig) -> SearchSpace:
-    """The sweep's search space (`--space`, else the model's built-in one), validated."""
+def checked_space(sweep: SweepConfig, console: Console | None = None) -> SearchSpace:
+    """The sweep's search space (`--space`, else the model's built-in one), validated. A model
+    without a built-in space gets one generated from its prunable layers for the sweep's data
+    (which this loads), said in one line on `console` (stderr by default)."""
     from sparsetune.search.space import default_space_path, load_space
 
     path = sweep.space or default_space_path(sweep.model)
+    if sweep.space is None and not path.is_file():
+        from sparsetune.app.console import progress_console
+        from sparsetune.search.generated_space import generate_space
+        from sparsetune.search.options import is_ray_client
+
+        try:
+            splits = checked_data(sweep)
+        except BadInput as error:
+            if not is_ray_client(sweep.address):
+                raise
+            raise BadInput(
+                f"{error}; {sweep.model} has no built-in space, and one is generated from the data "
+                "read here: write it where the data is, `sparsetune space --model "
+                f"{sweep.model} --dataset {sweep.dataset} > space.yaml`, and pass --space"
+            ) from None
+        try:
+            generated = generate_space(
+                sweep.model, splits.input_shape, splits.num_classes, sweep.methods
+            )
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        say(progress_console(console), f"space: {generated.note(sweep.dataset)}")
+        return generated.space
     try:
         return load_space(path, sweep.methods)
     except ValueError as error:
@@ -174,3 +199,85 @@ def check_can_create(path: Path, option: str, fix: str) -> None:
         raise BadInput(
             f"{option} {path}: cannot write in {ancestor} ({error.strerror}); {fix}"
         ) from None
+
+
+def check_model(model: str, splits: Splits, weights: Path | None = None) -> None:
+    """`--model` builds, takes one batch of the data on the CPU and answers with one score per
+    class of the data; with `weights`, the file loads into it (`--weights`). Run before anything
+    is written: a model that does not fit the data fails here, not after the dense stage."""
+    import torch
+
+    from sparsetune.models import build_model
+
+    try:
+        built = build_model(model, splits.input_shape, splits.num_classes)
+    except ValueError as error:
+        problem, prefix = str(error), f"model {model!r}"
+        if problem.startswith(prefix):  # build_model names the model too: say it once
+            problem = problem.removeprefix(prefix).removeprefix(":").strip()
+        raise BadInput(f"--model {model}: {problem}") from None
+    if weights is not None:
+        from sparsetune.models.weights import load_weights
+
+        try:
+            load_weights(built, weights)
+        except ValueError as error:
+            raise BadInput(f"--weights {weights}: {error}") from None
+    batch = _first_inputs(splits)
+    try:
+        with torch.no_grad():
+            output = built.eval()(batch)
+    except Exception as error:  # the model's own code refused the input: one line, not a trace
+        problem = (str(error).strip().splitlines() or [""])[0]
+        raise BadInput(
+            f"--model {model}: it cannot take the data's input of shape "
+            f"{tuple(splits.input_shape)} ({type(error).__name__}: {problem}); pick a model built "
+            "for this input, or data of the shape the model expects"
+        ) from None
+    if not isinstance(output, torch.Tensor) or output.dim() < 1:
+        raise BadInput(
+            f"--model {model}: its output is a {type(output).__name__}, not a tensor of class "
+            "scores; return one score per class from forward()"
+        )
+    if output.shape[-1] != splits.num_classes:
+        raise BadInput(
+            f"--model {model}: its output has {output.shape[-1]} classes, the data has "
+            f"{splits.num_classes}; give the factory a num_classes argument (sparsetune passes "
+            "it) or make its last layer output that many"
+        )
+
+
+def _first_inputs(splits: Splits) -> Any:
+    """Two examples of the training data (two: BatchNorm would refuse a batch of one in some
+    models), on the CPU."""
+    train = splits.train
+    if hasattr(train, "x"):
+        return train.x[:2].cpu()
+    import torch
+
+    return torch.stack([train[index][0] for index in range(min(2, len(train)))]).cpu()
+
+
+def space_for_weights(sweep: SweepConfig, space: SearchSpace) -> SearchSpace:
+    """`space` as a sweep under `--weights` runs it: no dense training makes the rewind points
+    theta_j (j > 0), so a `rewind_iteration` the space samples is fixed at 0 (theta_0, a fresh
+    seeded initialisation); a space that cannot give 0 is refused in one line."""
+    if sweep.weights is None:
+        return space
+    from sparsetune.search.space import ParamSpec
+
+    methods = dict(space.methods)
+    for method, params in space.methods.items():
+        spec = params.get("rewind_iteration")
+        if spec is None:
+            continue
+        values = [value for _, value in spec.candidate_values()]
+        can_be_zero = 0 in values or (spec.low is not None and spec.low <= 0 <= (spec.high or 0))
+        if not can_be_zero:
+            raise BadInput(
+                f"--weights: the space fixes {method}'s rewind_iteration at {values[0]}, and "
+                f"--weights skips the dense training that makes theta_{values[0]}; set "
+                f"rewind_iteration: 0 for {method} in --space, or drop --weights"
+            )
+        methods[method] = {**params, "rewind_iteration": ParamSpec(value=0, when=spec.when)}
+    return space.model_copy(update={"methods": methods})

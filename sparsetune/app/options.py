@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sparsetune.catalog import METHODS
 from sparsetune.config import (
@@ -30,6 +30,8 @@ from sparsetune.search.options import (
     ModelOption,
     SubsetOption,
     ValSizeOption,
+    WeightsOption,
+    existing_weights,
     later_default,
     marks,
     one_of,
@@ -63,6 +65,9 @@ class PruneOptions(Frozen):
     val_size: ValSizeOption = DEFAULT_VAL_SIZE
     seed: int = Field(0, description="seed of initialisation and training")
     device: DeviceOption = "auto"
+    weights: WeightsOption = None
+
+    _weights_exist = field_validator("weights")(existing_weights)
 
     @property
     def folder(self) -> Path:

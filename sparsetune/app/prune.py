@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from sparsetune.app.checks import check_device, check_writable
+from sparsetune.app.checks import check_device, check_model, check_writable
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
 from sparsetune.app.options import PruneOptions
@@ -56,6 +56,7 @@ class PruneResult:
             "params": self.config.method_config().model_dump(),
             "model": self.config.model,
             "dataset": self.config.data.name,
+            "weights": str(self.config.weights) if self.config.weights else None,
             "val_acc": final.val_acc,
             "test_acc": final.test_acc,
             "test_error": round(100 * (1 - final.test_acc), 4),
@@ -86,10 +87,18 @@ def prune(options: PruneOptions, *, console: Console | None = None) -> PruneResu
     check_writable(folder, "--out")
     check_trial(config)
     console = progress_console(console)
+    dense = f"dense {config.train.epochs} epochs ({recipe.source})"
+    if config.weights is not None:
+        from sparsetune.models.weights import initialisation_note
+
+        dense = (
+            f"dense from --weights {config.weights} (not trained); {config.method} "
+            f"{initialisation_note(config.method)}"
+        )
     say(
         console,
-        f"{config.method} on {config.model} / {config.data.name}: dense {config.train.epochs} "
-        f"epochs ({recipe.source}), params {config.method_config().model_dump()}",
+        f"{config.method} on {config.model} / {config.data.name}: {dense}, "
+        f"params {config.method_config().model_dump()}",
     )
 
     def on_round(result: RoundResult) -> None:
@@ -147,6 +156,7 @@ def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
             params={**recipe.params, **options.params},
             seed=options.seed,
             device=options.device,
+            weights=options.weights,
         )
     except ValidationError as error:
         message = describe_validation_error(error)
@@ -163,7 +173,12 @@ def check_trial(config: TrialConfig) -> None:
     from sparsetune.trial import check_method
 
     try:
-        check_method(config, load_splits(config.data))
+        splits = load_splits(config.data)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    check_model(config.model, splits, config.weights)
+    try:
+        check_method(config, splits)
     except UnknownLayer as error:
         raise BadInput(f"--set {error}") from None
     except ValueError as error:

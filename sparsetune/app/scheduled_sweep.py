@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsetune.app.checks import check_writable, checked_space
+from sparsetune.app.checks import check_writable, checked_space, space_for_weights
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
 from sparsetune.app.search import SearchResult, run_checked
@@ -89,7 +89,7 @@ def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:
         state = read_state(plan.folder) if plan.action == "resume" else None
     except ValueError as error:
         raise BadInput(str(error)) from None
-    space = checked_space(config)
+    space = space_for_weights(config, checked_space(config))
     if state is not None:
         changed = [c.removeprefix("--").replace("-", "_") for c in state.differences(config, space)]
         if changed:

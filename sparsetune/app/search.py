@@ -18,10 +18,12 @@ from sparsetune.app.checks import (
     check_cluster,
     check_device,
     check_gpus,
+    check_model,
     check_writable,
     checked_data,
     checked_enqueue,
     checked_space,
+    space_for_weights,
     validated,
 )
 from sparsetune.app.console import progress_console, say
@@ -58,7 +60,7 @@ def search(
     sweep, unfinished = sweep_to_run(options, resume, console)
     if sweep is None:
         return None
-    space = checked_space(sweep)
+    space = space_for_weights(sweep, checked_space(sweep))
     if unfinished is not None:
         check_same_sweep(unfinished, sweep, space, resume)
     check_writable(sweep.sweep_dir, "--out")
@@ -139,6 +141,7 @@ def run_checked(
     through_client = is_ray_client(sweep.address)
     if not through_client:  # under Ray Client the data and devices are the cluster's
         splits = checked_data(sweep)
+        check_model(sweep.model, splits, sweep.weights)
         check_device(sweep.device)
         check_gpus(sweep)
     if sweep.address:

@@ -14,6 +14,7 @@ from sparsetune.app.checks import validated
 from sparsetune.app.console import say
 from sparsetune.app.options import PruneOptions, UiOptions
 from sparsetune.app.scheduled_sweep import EXIT_FINISHED, EXIT_NOTHING_TO_DO, EXIT_RESUMED
+from sparsetune.app.space import SpaceOptions
 from sparsetune.cli import render
 from sparsetune.cli.options import with_options
 from sparsetune.search.options import SweepConfig
@@ -46,6 +47,18 @@ def search(
     result = run_search(given, resume=resume, console=render.console(stderr=True))
     if result is not None:
         render.search_result(render.console(), result)
+
+
+@app.command()
+@with_options(SpaceOptions)
+def space(given: dict[str, Any]) -> None:
+    """Print a model's search space as one YAML file (`> space.yaml`, edit, pass --space): its
+    built-in space with the fragments inline, or the one generated from its prunable layers."""
+    from sparsetune.app.space import space as model_space
+
+    result = model_space(validated(SpaceOptions, given))
+    say(render.console(stderr=True), f"space: {result.note}")
+    print(result.yaml, end="")
 
 
 SWEEP_EPILOG = (

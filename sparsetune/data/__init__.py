@@ -2,8 +2,10 @@
 
 A loader is `(DataConfig) -> RawData`: the published train and test parts as normalised tensors,
 the train part carrying its augmentation if the dataset has one (CIFAR: crop and flip).
-`load_splits` holds a seeded validation set out of train and applies `subset`. Importing this
-package does not import torch: the config validates dataset names through `DATASETS` alone.
+`load_splits` holds a seeded validation set out of train and applies `subset`. Your own data
+(`npz:FILE`, `imagefolder:FOLDER`, `package.module:factory`) is read by `sources.py` into the same
+RawData and split the same way. Importing this package does not import torch: the config
+validates built-in dataset names through `DATASETS` alone.
 """
 
 from __future__ import annotations
@@ -45,14 +47,15 @@ def load_splits(config: DataConfig) -> Splits:
 def _split(config: DataConfig) -> Splits:
     import torch
 
+    from sparsetune.data.sources import dataset_loader
     from sparsetune.data.tensors import Splits, TensorSet
 
-    raw = DATASETS[config.name](config)
+    raw = dataset_loader(config.name)(config)
     train_count = len(raw.train)
     if config.val_size >= train_count:
         raise ValueError(
             f"val_size={config.val_size} leaves no training data: dataset {config.name!r} has "
-            f"{train_count} training examples; lower data.val_size"
+            f"{train_count} training examples; pass a smaller --val-size (val_size)"
         )
     order = torch.randperm(train_count, generator=torch.Generator().manual_seed(config.split_seed))
     val_index, train_index = order[: config.val_size], order[config.val_size :]
@@ -60,7 +63,7 @@ def _split(config: DataConfig) -> Splits:
         if config.subset > len(train_index):
             raise ValueError(
                 f"subset={config.subset} exceeds the {len(train_index)} training examples of "
-                f"{config.name!r} left after val_size={config.val_size}; lower data.subset"
+                f"{config.name!r} left after val_size={config.val_size}; pass a smaller --subset"
             )
         # The remaining train part is already in seeded random order, so this is a random subset.
         train_index = train_index[: config.subset]

@@ -15,11 +15,14 @@ Layouts (tensor names in the file):
   the smallest unsigned type that holds numel - 1: uint8, uint16, uint32, else int64), with its
   shape in the header's "sparse" table; every other tensor (biases, BatchNorm) whole, as
   `dense.<key>`. Its size on disk is what sparsetune reports as the memory footprint.
-- structured: the physically smaller `nn.Sequential` of `export.shrink` (neurons and channels
-  that carry nothing removed), its layers as JSON in the header's "layers" list
-  (`sparsetune.export.structured`, rebuilt from allow-lists only) and its tensors under the
-  Sequential's own keys. Only tickets with removable units (e.g. L0 with granularity neuron)
-  have one; an unstructured ticket is refused, as it would be no smaller.
+- structured: the physically smaller model of `export.shrink` (neurons and channels that carry
+  nothing removed). For a chain (the LeNets) an `nn.Sequential`: its layers as JSON in the
+  header's "layers" list and its tensors under the Sequential's own keys. For any other network
+  (ResNets, VGG with BatchNorm, torchvision models) the original class with narrower layers: the
+  changed layers as JSON by module path in "changed_layers", the tensors under the class's own
+  keys (`sparsetune.export.structured`, rebuilt from allow-lists only). Only tickets with
+  removable units (empty channels or neurons: e.g. L0 with granularity neuron) have one; an
+  unstructured ticket is refused, as it would be no smaller.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch import nn
 
 from sparsetune.atomic import atomic_write_bytes
 from sparsetune.export.header import EXPORT_FORMATS, encode_header, read_header
-from sparsetune.export.structured import describe, rebuild
+from sparsetune.export.structured import describe, describe_changes, rebuild, rebuild_changes
 from sparsetune.export.ticket import Ticket, find_ticket, new_model, read_ticket
 from sparsetune.pruning.masking import attach_masks, prunable_parameters
 
@@ -67,7 +70,7 @@ class Export:
     @cached_property
     def model(self) -> nn.Module:
         """What `load` returns for this file (eval mode, no masks): the plain original class for
-        dense and sparse, the smaller Sequential for structured."""
+        dense and sparse, the smaller model for structured."""
         return self._build()
 
     def to_bytes(self) -> bytes:
@@ -132,15 +135,26 @@ def _structured(ticket: Ticket) -> Export:
     parameters = sum(value.numel() for value in small.parameters())
     if parameters >= dense_parameters:
         raise ValueError(NOTHING_TO_REMOVE)
-    layers, tensors = describe(small)
+    fresh = new_model(ticket.info)
+    if (
+        type(small) is type(fresh)
+        and dict(small.named_modules()).keys() == dict(fresh.named_modules()).keys()
+    ):  # the model's own class with narrower layers: only those are described
+        changes, tensors = describe_changes(small, fresh)
+        extra: dict[str, Any] = {"changed_layers": changes}
+        build = lambda: rebuild_changes(new_model(ticket.info), changes, tensors)  # noqa: E731
+    else:  # a chain rebuilt as a Sequential: the layer list alone describes it
+        layers, tensors = describe(small)
+        extra = {"layers": layers}
+        build = lambda: rebuild(layers, tensors)  # noqa: E731
     info = _header(
         ticket,
         "structured",
-        layers=layers,
+        **extra,
         parameters=parameters,
         dense_parameters=dense_parameters,
     )
-    return Export("structured", tensors, info, lambda: rebuild(layers, tensors))
+    return Export("structured", tensors, info, build)
 
 
 _ENCODERS = {"dense": _dense, "sparse": _sparse, "structured": _structured}
@@ -195,7 +209,8 @@ def load(path: Path | str, masks: bool = False) -> nn.Module:
     (round-N.safetensors), or a folder of tickets (its final one).
 
     Dense, sparse and tickets give an instance of the original class (built by name, so a user
-    model by import path works where that import does); structured gives the smaller Sequential.
+    model by import path works where that import does); structured gives the smaller Sequential
+    of a chain, or the original class with narrower layers.
     With `masks=True` each prunable weight gets a mask (a ticket's own masks; else the weight's
     zero pattern), so that training the model keeps every pruned weight at exactly zero.
     """
@@ -207,7 +222,10 @@ def load(path: Path | str, masks: bool = False) -> nn.Module:
         ticket = read_ticket(path)
         return ticket.masked_model() if masks else ticket.plain_model()
     tensors = load_file(path)  # safetensors: no pickle, see the module docstring
-    if info["format"] == "structured":
+    if info["format"] == "structured" and "changed_layers" in info:
+        model = rebuild_changes(new_model(info), info["changed_layers"], tensors)
+        names = prunable_parameters(model)
+    elif info["format"] == "structured":
         model = rebuild(info.get("layers"), tensors)
         names = prunable_parameters(model)
     else:

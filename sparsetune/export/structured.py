@@ -1,5 +1,6 @@
-"""The structured format's layer list: a shrunken `nn.Sequential` (`export.shrink`) as JSON, and
-back, through allow-lists only.
+"""The structured format's layers: a shrunken `nn.Sequential` (`export.shrink`) as a JSON list,
+or, for a network that is not a chain (ResNets, BatchNorm between layers), the layers of the
+model's own class that shrinking changed, by module path; and back, through allow-lists only.
 
 Each layer becomes `{"type": ..., ...}`: an `nn` layer by class name with its constructor
 arguments, `SelectFeatures` with its index count, or `Call` with a function or tensor-method name
@@ -7,8 +8,10 @@ and its constant arguments. Rebuilding looks every name up in the tables below a
 (no `getattr` on a string from the file, no import), so a file can describe a network but never
 run code of its choosing; anything outside the tables is a ValueError. The tables hold what
 `shrink` produces from a chain-shaped model (the LeNets: Linear, Conv2d, torch.relu,
-torch.max_pool2d, `x.flatten(1)`) and the parameter-free layers a user's `nn.Sequential` commonly
-has; exact types only, since a subclass may override `forward`.
+torch.max_pool2d, `x.flatten(1)`), the layers it narrows in other models (Linear, convolutions,
+BatchNorm) and the parameter-free layers a user's `nn.Sequential` commonly has; exact types only,
+since a subclass may override `forward`. A changed-layers file rebuilds the model its header names
+(`sparsetune.models.build_model`, as the dense format does) and swaps in the described layers.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def _from_json(value: Any) -> Any:
     raise ValueError(f"structured: argument {value!r} is not a JSON scalar or list")
 
 
-def describe_layer(module: nn.Module, index: int) -> dict[str, Any]:
+def describe_layer(module: nn.Module, index: int | str) -> dict[str, Any]:
     """One layer of a shrunken Sequential as JSON; ValueError for anything outside the tables."""
     where = f"layer {index} ({type(module).__name__})"
     if type(module) is SelectFeatures:
@@ -180,7 +183,7 @@ def describe(model: nn.Sequential) -> tuple[list[dict[str, Any]], dict[str, torc
     return layers, tensors
 
 
-def _build_layer(spec: Any, index: int) -> nn.Module:
+def _build_layer(spec: Any, index: int | str) -> nn.Module:
     if not isinstance(spec, dict):
         raise ValueError(f"structured: layer {index} is not an object")
     kind = spec.get("type")
@@ -220,9 +223,61 @@ def rebuild(layers: Any, tensors: dict[str, torch.Tensor]) -> nn.Sequential:
         except (KeyError, TypeError) as error:  # a missing field, or an argument of a wrong type
             raise ValueError(f"structured: layer {index} is malformed ({error})") from None
     model = nn.Sequential(*modules)
+    _load_strict(model, tensors)
+    return model.eval()
+
+
+def describe_changes(
+    small: nn.Module, fresh: nn.Module
+) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+    """The layers of `small` (a shrunken copy of a `fresh` instance of the same class) that differ
+    from `fresh`'s, by module path, and all of `small`'s tensors; ValueError if shrinking changed
+    anything but the size and bias of allow-listed layers."""
+    if type(small) is not type(fresh):
+        raise ValueError(f"structured: {type(small).__name__} is not a {type(fresh).__name__}")
+    before = dict(fresh.named_modules())
+    after = dict(small.named_modules())
+    if set(before) != set(after):
+        raise ValueError(f"structured: shrinking changed the modules; {UNSUPPORTED_HINT}")
+    changed = {}
+    for name, module in after.items():
+        if not name or next(module.children(), None) is not None:
+            continue  # the model itself and containers: rebuilt by the factory
+        old = before[name]
+        if type(module) is not type(old):
+            raise ValueError(f"structured: shrinking replaced {name}; {UNSUPPORTED_HINT}")
+        if _shapes(module) == _shapes(old):
+            continue
+        changed[name] = describe_layer(module, name)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in small.state_dict().items()}
+    return changed, tensors
+
+
+def _shapes(module: nn.Module) -> dict[str, torch.Size]:
+    return {name: t.shape for name, t in (*module.named_parameters(), *module.named_buffers())}
+
+
+def rebuild_changes(fresh: nn.Module, changes: Any, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """`fresh` (a new instance of the model the header names) with the described layers swapped
+    in and the tensors loaded (strict); ValueError for a path it does not have, a name outside
+    the allow-lists, or tensors that do not fit."""
+    if not isinstance(changes, dict) or not changes:
+        raise ValueError("structured: the header has no changed layers")
+    modules = dict(fresh.named_modules())
+    for name, spec in changes.items():
+        if not name or name not in modules or next(modules[name].children(), None) is not None:
+            raise ValueError(f"structured: the model has no layer {name!r} to replace")
+        try:
+            fresh.set_submodule(name, _build_layer(spec, name))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"structured: layer {name} is malformed ({error})") from None
+    _load_strict(fresh, tensors)
+    return fresh.eval()
+
+
+def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
         first = str(error).strip().splitlines()
         raise ValueError(f"structured: the tensors do not fit the layers ({first[-1]})") from None
-    return model.eval()

@@ -85,19 +85,44 @@ def one_of(names: Sequence[str]) -> str:
 
 # Help that names what can be chosen reads the catalog, so a plugin's names appear in it too.
 MODEL_HELP = (
-    f"{', '.join(MODELS.names())}, or package.module:factory (called with input_shape and "
-    "num_classes)"
+    f"{', '.join(MODELS.names())}, package.module:factory (called with those of input_shape "
+    "and num_classes it takes), or torchvision:NAME"
 )
 DEFAULT_DATASET = "fashion-mnist"
 
 # Options that `search` and `prune` share (`app.options.PruneOptions`), declared once here.
 ModelOption = Annotated[ModelName, Field(description=MODEL_HELP)]
-DatasetOption = Annotated[DatasetName, Field(description=one_of(DATASETS.names()))]
+DatasetOption = Annotated[
+    DatasetName,
+    Field(
+        description=f"{', '.join(DATASETS.names())}, npz:FILE, imagefolder:FOLDER or "
+        "package.module:factory returning (train, test) (docs/data.md)"
+    ),
+]
 DataDirOption = Annotated[UserPath, Field(description="torchvision data folder")]
 SubsetOption = Annotated[int | None, Field(ge=1, description="train on this many examples")]
 CacheDirOption = Annotated[UserPath, Field(description="dense-model cache")]
 ValSizeOption = Annotated[int, Field(ge=1, description="validation examples held out of train")]
 DeviceOption = Annotated[Device, Field(description=one_of(get_args(Device)))]
+
+
+def existing_weights(path: Path | None) -> Path | None:
+    """`--weights`: an existing file, made absolute (trials may run in another folder). A field
+    validator, not part of the type: a sweep spec anchors its relative path first."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; pass a .safetensors file or a torch checkpoint")
+    return path.resolve()
+
+
+WeightsOption = Annotated[
+    UserPath | None,
+    Field(
+        description="start from this trained model (.safetensors, or a torch state dict): it is "
+        "the dense stage, not trained again (docs: 'Your own model')"
+    ),
+]
 
 
 class SweepConfig(Frozen):
@@ -109,6 +134,7 @@ class SweepConfig(Frozen):
     (`search.state`). Fields are in the order `--help` lists them."""
 
     model: ModelOption = Field(json_schema_extra=marks(identity=True))
+    weights: WeightsOption = Field(None, json_schema_extra=marks(identity=True))
     objective: ObjectiveName = Field(
         "pareto", description=one_of(list(OBJECTIVES)), json_schema_extra=marks(identity=True)
     )
@@ -144,7 +170,9 @@ class SweepConfig(Frozen):
     )
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved per trial")
-    space: UserPath | None = later_default("search-space YAML", "the model's built-in space")
+    space: UserPath | None = later_default(
+        "search-space YAML", "the model's built-in space, else one generated from its layers"
+    )
     methods: list[str] | None = Field(None, description="restrict to these methods")
     out: UserPath | None = later_default("sweep folder", "./sparsetune-runs/<experiment>")
     experiment: str | None = later_default(
@@ -181,6 +209,8 @@ class SweepConfig(Frozen):
         "1 where --device resolves to cuda, else 0",
         ge=0,
     )
+
+    _weights_exist = field_validator("weights")(existing_weights)
 
     @field_validator("address")
     @classmethod

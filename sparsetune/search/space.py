@@ -14,6 +14,9 @@ range (`c_fc: {low: 0.3, high: 2.5, log: true}`; integer bounds give an integer 
 apply only when an earlier parameter has a value (`when: {criterion: std}`). Every value, bound
 and choice is checked against the method's own Config before anything runs, so a typo or an
 out-of-range bound fails with the file, the field and the allowed values.
+
+A model without a space file of its own gets one built from its layers (`generated_space`);
+`space_yaml` writes any space as one file, fragments inline (`sparsetune space`).
 """
 
 from __future__ import annotations
@@ -169,26 +172,47 @@ def method_fragment(method: str, folder: Path = SPACES_DIR) -> Path | None:
 def load_space(path: Path, methods: list[str] | None = None) -> SearchSpace:
     """Read, resolve fragments and validate a space file; raise ValueError with one line."""
     path = Path(path)
-    raw = _read_yaml(path)
+    resolved, _ = resolve_space_file(path)
+    return validated_space(resolved, str(path), path.name, methods)
+
+
+def resolve_space_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the space file's mapping with every method's body inline: `methods: all` expanded,
+    fragments read, `overrides:` applied; the file each method's body came from). The mapping is
+    what a single-file copy of the space holds (`space_yaml`)."""
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or "methods" not in raw:
         raise ValueError(f"{path}: a space file needs a `methods:` mapping (see {SPACES_DIR})")
     raw_methods = _space_methods(path, raw.get("methods"), raw.pop("overrides", None))
-    resolved = {}
+    resolved, origins = {}, {}
     for method, body in raw_methods.items():
+        origins[method] = str(path)
         if isinstance(body, str):  # a fragment file, relative to the space
-            body = _read_yaml(path.parent / body)
+            origins[method] = str(path.parent / body)
+            body = read_yaml(path.parent / body)
         resolved[method] = body or {}
+    return {**raw, "methods": resolved}, origins
+
+
+def validated_space(
+    resolved: dict[str, Any], source: str, name: str, methods: list[str] | None = None
+) -> SearchSpace:
+    """A SearchSpace from a mapping whose methods are inline (`resolve_space_file`'s, or a
+    generated one), restricted to `methods`; `source` prefixes every error, `name` is what
+    `--methods` errors call the space. ValueError with one line."""
+    body = dict(resolved)
+    found = body.get("methods") or {}
     if methods:
-        unknown = [m for m in methods if m not in resolved]
+        unknown = [m for m in methods if m not in found]
         if unknown:
             raise ValueError(
-                f"--methods: {', '.join(unknown)} not in {path.name}; it has: {', '.join(resolved)}"
+                f"--methods: {', '.join(unknown)} not in {name}; it has: {', '.join(found)}"
             )
-        resolved = {m: resolved[m] for m in methods}
+        body["methods"] = {m: found[m] for m in methods}
     try:
-        space = SearchSpace.model_validate({**raw, "methods": resolved, "source": str(path)})
+        space = SearchSpace.model_validate({**body, "source": source})
     except ValidationError as error:
-        raise ValueError(f"{path}: {describe_validation_error(error)}") from None
+        raise ValueError(f"{source}: {describe_validation_error(error)}") from None
     _check_against_method_configs(space)
     return space
 
@@ -220,6 +244,30 @@ def _space_methods(path: Path, listed: Any, overrides: Any) -> dict[str, Any]:
     return listed
 
 
+def space_yaml(header: list[str], resolved: dict[str, Any], notes: dict[str, str]) -> str:
+    """A single-file space: `header` as comment lines, then `description`, `train` and every
+    method inline, one parameter a line, each method under a comment (`notes[method]`, e.g. the
+    fragment it came from). `load_space` reads it back to the same space."""
+    lines = [f"# {line}" if line else "#" for line in header]
+    for key in ("description", "train"):
+        if key in resolved:
+            lines.append(yaml.safe_dump({key: resolved[key]}, sort_keys=False, width=100).rstrip())
+    lines.append("methods:")
+    for method, params in resolved["methods"].items():
+        if notes.get(method):
+            lines.append(f"  # {notes[method]}")
+        lines.append(f"  {_flow({method: params})}" if not params else f"  {method}:")
+        lines += [f"    {_flow({name: spec})}" for name, spec in (params or {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _flow(entry: dict[str, Any]) -> str:
+    """`{name: value}` as one YAML line, `name: value`, the value in flow style."""
+    return yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=10**6).strip()[
+        1:-1
+    ]
+
+
 def _check_against_method_configs(space: SearchSpace) -> None:
     for method, params in space.methods.items():
         config_class = method_config_class(method)
@@ -242,7 +290,7 @@ def _check_against_method_configs(space: SearchSpace) -> None:
                     raise ValueError(f"{where}{'.' + edge if edge else ''}: {problem}") from None
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:

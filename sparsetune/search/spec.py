@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from sparsetune.catalog import IMAGEFOLDER_PREFIX, NPZ_PREFIX
 from sparsetune.config import Frozen
 from sparsetune.search.options import SweepConfig, looks_like_uri
 from sparsetune.validation import describe_validation_error, register_for_messages
@@ -101,8 +102,8 @@ class LoadedSpec:
         # The keys the spec gives, and only those: SweepConfig's defaults then apply as they
         # would on the command line (`cache_dir` under `storage`, for one).
         values = spec.model_dump(exclude=set(SpecKeys.model_fields), exclude_unset=True)
-        for key in ("space", "data_dir", "cache_dir"):
-            if key in values:
+        for key in ("space", "data_dir", "cache_dir", "weights"):
+            if values.get(key) is not None:
                 values[key] = self._anchored(values[key])
         if spec.storage is not None and not looks_like_uri(spec.storage):
             values["storage"] = str(self._anchored(Path(spec.storage)))
@@ -138,10 +139,23 @@ def load_spec(path: Path) -> LoadedSpec:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of keys (model:, dataset:, ...)")
     try:
-        spec = SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(_data_path_anchored(raw, path.parent))
     except ValidationError as error:
         raise ValueError(f"{path}: {describe_validation_error(error)}") from None
     loaded = LoadedSpec(path, spec)
     for model in spec.model_names:  # every model's sweep is checked before any runs
         loaded.sweep_config(model, loaded.base_dir(model))
     return loaded
+
+
+def _data_path_anchored(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`dataset: npz:FILE` or `imagefolder:FOLDER` with a relative path is read from the spec's
+    folder, as the spec's other paths are, not from wherever cron runs it. Done before the
+    spec is validated, which makes the path absolute."""
+    dataset = raw.get("dataset")
+    for prefix in (NPZ_PREFIX, IMAGEFOLDER_PREFIX):
+        if isinstance(dataset, str) and dataset.startswith(prefix):
+            data_path = Path(dataset.removeprefix(prefix).strip()).expanduser()
+            if str(data_path) != "." and not data_path.is_absolute():
+                return raw | {"dataset": f"{prefix}{folder / data_path}"}
+    return raw

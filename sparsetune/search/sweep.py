@@ -84,12 +84,21 @@ def prepare_dense(
         method="dense",
         seed=sweep.seed,
         device=sweep.device,
+        weights=sweep.weights,
     )
     key = dense_key(config)
+    how = f"{train.epochs} epochs" if sweep.weights is None else f"from --weights {sweep.weights}"
     console.print(
-        f"dense stage: {sweep.model} on {sweep.dataset}, {train.epochs} epochs (cache key {key})",
+        f"dense stage: {sweep.model} on {sweep.dataset}, {how} (cache key {key})",
         highlight=False,
     )
+    if sweep.weights is not None:
+        from sparsetune.models.weights import initialisation_note
+
+        for method in space.method_names:
+            console.print(
+                f"under --weights, {method} {initialisation_note(method)}", highlight=False
+            )
 
     def say_epoch(phase: str, done: EpochDone) -> None:
         console.print(f"{phase}: {done.describe()}", highlight=False)
@@ -232,6 +241,7 @@ def _trial_template(sweep: SweepConfig, space: SearchSpace, records: SweepRecord
         tracking_uri=records.tracking_uri,
         experiment_id=records.store.experiment_id,
         parent_run_id=records.parent.run_id,
+        weights=sweep.weights,
     )
 
 

@@ -51,6 +51,7 @@ class TrialTemplate:
     tracking_uri: str | None
     experiment_id: str | None
     parent_run_id: str | None
+    weights: Path | None = None  # --weights: the dense stage is this file (models.weights)
 
     def trial_config(self, flat: dict[str, Any]) -> TrialConfig:
         method, params = params_from_flat(flat)
@@ -62,6 +63,7 @@ class TrialTemplate:
             params=params,
             seed=self.seed,
             device=self.device,
+            weights=self.weights,
         )
 
 

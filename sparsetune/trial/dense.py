@@ -1,5 +1,8 @@
 """The dense stage of a trial: seeded initialisation, then the dense recipe, keeping theta_j on
-the way (the rewind points lottery tickets go back to). `DenseCache` shares its result."""
+the way (the rewind points lottery tickets go back to). `DenseCache` shares its result.
+
+Under `weights` (`--weights FILE`) nothing trains: the stage's final weights are the file's, its
+theta_0 the seeded initialisation of the architecture, and it has no theta_j for j > 0."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from torch import nn
 from sparsetune.config import TrialConfig
 from sparsetune.data.tensors import Splits
 from sparsetune.models import build_model
+from sparsetune.models.weights import load_weights
 from sparsetune.train.dense_cache import REWIND_ITERATIONS, DenseCheckpoint
 from sparsetune.train.hooks import TrainingHooks
 from sparsetune.train.loop import evaluate, fit
@@ -34,10 +38,19 @@ def train_dense(
     device: torch.device,
     on_epoch: EpochCallback | None = None,
 ) -> DenseCheckpoint:
-    """The dense stage: seeded initialisation, then the dense recipe, keeping theta_j on the way."""
+    """The dense stage: seeded initialisation, then the dense recipe, keeping theta_j on the way;
+    or under `config.weights`, the file's weights, evaluated and not trained."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, splits.input_shape, splits.num_classes).to(device)
     init = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    if config.weights is not None:
+        load_weights(model, config.weights)
+        val_acc, val_loss = evaluate(model, splits.val)
+        return DenseCheckpoint(
+            init=init,
+            final=model.state_dict(),
+            metrics={"val_acc": val_acc, "val_loss": val_loss},
+        )
     snapshots = RewindSnapshots()
     fit(
         model,

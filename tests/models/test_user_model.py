@@ -99,12 +99,12 @@ def test_malformed_path():
 
 def test_not_callable(user_module):
     message = one_line_error(f"{user_module}:NOT_A_FACTORY")
-    assert "is not callable (int)" in message and "(input_shape, num_classes)" in message
+    assert "is not callable (int)" in message and "building a torch.nn.Module" in message
 
 
 def test_wrong_signature(user_module):
     message = one_line_error(f"{user_module}:positional_only")
-    assert "must accept the keywords input_shape and num_classes" in message
+    assert "must be callable with keywords only, those it takes of input_shape and" in message
     assert "(shape, classes)" in message
 
 

@@ -15,6 +15,8 @@ from sparsetune.search.space import (
     load_space,
     method_fragment,
     params_from_flat,
+    resolve_space_file,
+    space_yaml,
 )
 
 CONDITIONAL = """
@@ -162,3 +164,28 @@ def test_the_spaces_sit_at_the_top_level_of_the_checkout():
     # An installed wheel holds them in the package instead (tests/test_packaging.py).
     assert SPACES_DIR == Path(__file__).resolve().parents[2] / "search_spaces"
     assert (SPACES_DIR / "methods" / "magnitude.yaml").is_file()
+
+
+# Every space file shipped (paper_points.yaml holds --enqueue points, not a space).
+SHIPPED_SPACES = sorted(p.stem for p in SPACES_DIR.glob("*.yaml") if p.stem != "paper_points")
+
+
+@pytest.mark.parametrize("model", SHIPPED_SPACES)
+def test_every_space_written_as_one_file_loads_back_the_same(tmp_path, model):
+    path = default_space_path(model)
+    resolved, origins = resolve_space_file(path)
+    notes = {method: f"from {origins[method]}" for method in resolved["methods"]}
+    text = space_yaml(["one file", ""], resolved, notes)
+    assert text.startswith("# one file\n#\n")
+    single = write(tmp_path, text, name="single.yaml")
+    assert load_space(single).model_dump(exclude={"source"}) == load_space(path).model_dump(
+        exclude={"source"}
+    )
+
+
+def test_a_fragment_beside_a_space_is_its_origin(tmp_path):
+    (tmp_path / "frag.yaml").write_text("rounds: 3\n")
+    path = write(tmp_path, "methods:\n  dense: {}\n  magnitude: frag.yaml\n")
+    resolved, origins = resolve_space_file(path)
+    assert resolved["methods"] == {"dense": {}, "magnitude": {"rounds": 3}}
+    assert origins == {"dense": str(path), "magnitude": str(tmp_path / "frag.yaml")}

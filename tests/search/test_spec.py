@@ -108,3 +108,16 @@ def test_dry_run_resumes_an_unfinished_sweep_of_the_same_options(tmp_path):
     (tmp_path / "spec.yaml").write_text(GOOD.replace("trials: 2", "trials: 3") + "out: runs\n")
     result = run_cli("sweep", "spec.yaml", "--dry-run", cwd=tmp_path)
     assert result.returncode == 2 and "other trials" in result.stderr, result.stderr
+
+
+def test_a_relative_data_file_is_read_from_the_spec_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "spec.yaml").write_text("model: lenet300\ndataset: npz:data/train.npz\n")
+    (folder / "images.yaml").write_text("model: lenet300\ndataset: imagefolder:./photos\n")
+    monkeypatch.chdir(tmp_path)  # cron runs it from elsewhere
+    spec = load_spec(folder / "spec.yaml")
+    config = spec.sweep_config("lenet300", spec.base_dir("lenet300"))
+    assert config.dataset == f"npz:{folder / 'data' / 'train.npz'}"
+    images = load_spec(Path("specs/images.yaml"))
+    assert images.sweep_config("lenet300", images.out).dataset == f"imagefolder:{folder / 'photos'}"

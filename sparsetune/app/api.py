@@ -1,0 +1,180 @@
+"""The Python API: `sparsetune.prune(...)` and `sparsetune.search(...)` for notebooks and scripts.
+
+The same application functions as the CLI, called with keyword arguments instead of flags: each
+keyword is a field of the command's option model (`PruneOptions`, `SweepConfig`), spelled as the
+flag without its dashes (`cache_dir=` for `--cache-dir`), except `data=` for `--dataset` and
+`params=` (a mapping) for `--set`. Bad input raises `sparsetune.app.errors.BadInput` (a
+ValueError) with the one line the CLI prints, before anything is written. Progress goes to
+stderr unless `quiet=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from sparsetune.app.errors import BadInput
+from sparsetune.app.options import PruneOptions
+from sparsetune.search.options import DEFAULT_DATASET, SweepConfig
+from sparsetune.validation import describe_validation_error
+
+if TYPE_CHECKING:
+    import pandas
+    from rich.console import Console
+
+    from sparsetune.app.prune import PruneResult
+    from sparsetune.search.sweep import SweepOutcome
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """One point of a sweep's Pareto front: a trial's round, its numbers, and where its ticket
+    (masks and trained weights, `sparsetune.load`-able) and MLflow run are."""
+
+    val_acc: float
+    test_acc: float
+    compression: float
+    flops_ratio: float
+    memory_footprint_bytes: int | None
+    method: str
+    params: dict[str, Any]
+    architecture: str
+    round: int
+    trial_id: str
+    run_id: str | None
+    config_hash: str
+    ticket: Path | None  # None when the round's ticket file is not in the sweep folder
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What `sparsetune.search` found: the front as typed rows, its hypervolume, and where the
+    sweep's records are (the folder with pareto.json and trials.csv, the MLflow parent run)."""
+
+    front: list[FrontPoint]
+    hypervolume: float
+    sweep_dir: Path
+    parent_run_id: str | None
+    tracking_uri: str
+    failures: dict[str, str]  # trial id -> the reason it failed
+
+    def records(self) -> list[dict[str, Any]]:
+        """The front as plain dicts, one per point."""
+        return [asdict(point) for point in self.front]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """The front as a DataFrame, one row per point."""
+        import pandas
+
+        return pandas.DataFrame(self.records(), columns=[f.name for f in fields(FrontPoint)])
+
+
+def prune(
+    model: str,
+    *,
+    method: str = "magnitude",
+    data: str = DEFAULT_DATASET,
+    params: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+    **options: Any,
+) -> PruneResult:
+    """Train and prune one configuration in this process, with its paper's settings (`params`
+    over them), as `sparsetune prune` does; returns its rounds, summary and output folder."""
+    from sparsetune.app.prune import prune as run
+
+    values = {"model": model, "method": method, "dataset": data, **options}
+    return run(
+        _options(PruneOptions, values | {"params": dict(params or {})}), console=_console(quiet)
+    )
+
+
+def search(
+    model: str,
+    *,
+    data: str = DEFAULT_DATASET,
+    objective: str = "pareto",
+    trials: int = 8,
+    quiet: bool = False,
+    **options: Any,
+) -> SearchRun:
+    """Run a sweep as `sparsetune search` does (an `out=` folder holding an unfinished sweep of
+    the same options continues it) and return its front. A sweep that has already finished in
+    `out=` is not run again: its recorded front is returned."""
+    import os
+
+    from sparsetune.app.search import search as run
+
+    # As the CLI: Ray's classic console output honours verbose=0 (no experiment box).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    values = {"model": model, "dataset": data, "objective": objective, "trials": trials}
+    sweep = _options(SweepConfig, values | options)
+    console = _console(quiet)
+    result = run(sweep, console=console)
+    if result is None:  # finished before: read what it recorded
+        return _finished_run(sweep.sweep_dir)
+    return _search_run(result.outcome)
+
+
+def _options(model_class: type[BaseModel], values: dict[str, Any]) -> Any:
+    try:
+        return model_class.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as error:
+        raise BadInput(describe_validation_error(error)) from None
+
+
+def _console(quiet: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def _search_run(outcome: SweepOutcome) -> SearchRun:
+    return SearchRun(
+        front=[_front_point(outcome.sweep_dir, row) for row in outcome.front],
+        hypervolume=outcome.hypervolume,
+        sweep_dir=outcome.sweep_dir,
+        parent_run_id=outcome.parent_run_id,
+        tracking_uri=outcome.tracking_uri,
+        failures=dict(outcome.failures),
+    )
+
+
+def _finished_run(sweep_dir: Path) -> SearchRun:
+    from sparsetune.report.review import load_sweep
+    from sparsetune.search.state import read_state
+
+    results, state = load_sweep(sweep_dir), read_state(sweep_dir)
+    failed = [row for row in results.rows if row.get("status") == "failed"]
+    return SearchRun(
+        front=[_front_point(sweep_dir, row) for row in results.front],
+        hypervolume=float(results.hypervolume or 0.0),
+        sweep_dir=sweep_dir,
+        parent_run_id=results.meta.get("parent_run_id"),
+        tracking_uri=state.tracking_uri if state else "",
+        failures={str(row["trial_id"]): str(row.get("error") or "") for row in failed},
+    )
+
+
+def _front_point(sweep_dir: Path, row: Mapping[str, Any]) -> FrontPoint:
+    trial_id, round_index = str(row["trial_id"]), int(row["round"])
+    ticket = sweep_dir / "trials" / trial_id / f"round-{round_index}.safetensors"
+    footprint = row.get("memory_footprint_bytes")
+    return FrontPoint(
+        val_acc=float(row["val_acc"]),
+        test_acc=float(row["test_acc"]),
+        compression=float(row["compression"]),
+        flops_ratio=float(row["flops_ratio"]),
+        memory_footprint_bytes=int(footprint) if footprint not in (None, "") else None,
+        method=str(row["method"]),
+        params=dict(row.get("params") or {}),
+        architecture=str(row["architecture"]),
+        round=round_index,
+        trial_id=trial_id,
+        run_id=row.get("run_id") or None,
+        config_hash=str(row["config_hash"]),
+        ticket=ticket if ticket.is_file() else None,
+    )
