@@ -100,3 +100,15 @@ def sweep_runs(out: Path, experiment: str):
 def sweep_rows(out: Path) -> list[dict]:
     with (out / "trials.csv").open() as handle:
         return list(csv.DictReader(handle))
+
+
+def assert_one_error_line(result, words) -> None:
+    """The CLI refused its input as it must: exit code 2, one `sparsetune: error:` line on stderr
+    holding each of `words`, and no traceback anywhere."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sparsetune: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import SYNTHETIC_RUN, run_cli
+from cli_helpers import SYNTHETIC_RUN, assert_one_error_line, run_cli
 
 BAD_SPACES = {
     "out_of_range.yaml": "methods:\n  magnitude:\n    c_fc: {low: -1, high: 2}\n",
@@ -128,13 +128,7 @@ def test_bad_input_gets_one_line_and_exit_code_2(workdir, case_id, arguments, ex
 
     result = run_cli("search", *arguments, "--cache-dir", str(workdir / "cache"), cwd=workdir)
 
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("sparsetune: error: ")
-    for word in expected:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
+    assert_one_error_line(result, expected)
     # Nothing half-written: no sweep folder, no MLflow store, no dense cache.
     assert sorted(p.name for p in workdir.iterdir()) == before
     assert not list(workdir.rglob("mlflow.db"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import SYNTHETIC_RUN, run_cli
+from cli_helpers import SYNTHETIC_RUN, assert_one_error_line, run_cli
 
 from sparsetune.search.options import SweepConfig
 
@@ -70,12 +70,7 @@ def test_cluster_options_refuse_bad_values_in_one_line(tmp_path, case_id, argume
 
     result = run_cli("search", *SYNTHETIC_RUN, *arguments, cwd=tmp_path, env=env, timeout=120)
 
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("sparsetune: error: ")
-    for word in expected:
-        assert word in lines[0], lines[0]
+    assert_one_error_line(result, expected)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
