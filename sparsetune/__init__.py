@@ -13,6 +13,8 @@ the names above is resolved on first use, and loads what it needs then.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -33,3 +35,18 @@ def __getattr__(name: str) -> Any:
 
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sparsetune' has no attribute {name!r}")
+
+
+class _PublicApi(types.ModuleType):
+    """The package's module type: the function `sparsetune.search` keeps its name although a
+    subpackage is called `sparsetune.search` too. Importing a submodule sets it as an attribute
+    of its parent, which would hide the function after the first sweep; that one assignment is
+    skipped. `from sparsetune.search.sweep import ...` still works (it reads `sys.modules`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _PublicApi

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -212,3 +213,14 @@ def dataset_factory(name: str) -> Callable[[], Any]:
             "function returning (train, test)"
         )
     return factory
+
+
+def short_name(name: str) -> str:
+    """`name` as one plain word for folder and experiment names: a data path keeps only its last
+    part (`imagefolder:/data/cats` -> `imagefolder-cats`), and any character other than letters,
+    digits, `.`, `_` and `-` becomes `-` (`torchvision:resnet18` -> `torchvision-resnet18`), so
+    a default folder never nests under the path a name holds."""
+    for prefix in (NPZ_PREFIX, IMAGEFOLDER_PREFIX):
+        if name.startswith(prefix):
+            name = f"{prefix}{os.path.basename(name.removeprefix(prefix).rstrip('/'))}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "data"

@@ -84,6 +84,16 @@ class DataConfig(Frozen):
     )
     split_seed: int = 0
     synthetic: SyntheticOptions = SyntheticOptions()
+    # Not part of any identity (exclude=True keeps it out of model_dump, which the hashes read):
+    # both paths train on the same examples in the same order (docs/data.md).
+    memory_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        exclude=True,
+        description="own data larger than this (GB, decoded as float32) streams from disk "
+        "through a DataLoader instead of being held in memory; default: "
+        "$SPARSETUNE_MEMORY_BUDGET_GB, else a quarter of the machine's memory",
+    )
 
 
 class TrainConfig(Frozen):

@@ -43,3 +43,28 @@ def test_an_unknown_method_parameter_names_it_and_lists_the_method_keys():
 def test_an_out_of_range_method_parameter_names_it_and_the_value():
     message = _trial_error({"c_conv": -1})
     assert message == "method magnitude: params.c_conv: Input should be greater than 0 (got -1)"
+
+
+def test_the_memory_budget_reaches_the_data_and_not_the_identity():
+    from sparsetune.app.options import PruneOptions
+    from sparsetune.app.prune import trial_config
+    from sparsetune.search.options import identity_fields
+
+    sweep = SweepConfig(model="lenet5", dataset="synthetic", memory_budget_gb=0.5)
+    assert sweep.data_config().memory_budget_gb == 0.5
+    assert "memory_budget_gb" not in identity_fields(SweepConfig)
+    options = PruneOptions(model="lenet5", dataset="synthetic", memory_budget_gb=0.25)
+    config, _ = trial_config(options)
+    assert config.data.memory_budget_gb == 0.25
+
+
+def test_default_folders_of_path_and_import_names_do_not_nest(tmp_path):
+    from sparsetune.app.options import PruneOptions
+
+    data = tmp_path / "images"
+    sweep = SweepConfig(model="torchvision:resnet18", dataset=f"imagefolder:{data}/")
+    assert sweep.experiment_name == "torchvision-resnet18-imagefolder-images-pareto"
+    assert sweep.sweep_dir == (Path("sparsetune-runs") / sweep.experiment_name).resolve()
+    assert SweepConfig(model="lenet5", dataset="mnist").experiment_name == "lenet5-mnist-pareto"
+    prune = PruneOptions(model="torchvision:resnet18", dataset="synthetic", method="snip")
+    assert prune.folder.name == "prune-torchvision-resnet18-snip"

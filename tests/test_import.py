@@ -70,3 +70,18 @@ def test_validating_names_and_data_needs_no_torch():
         "DataConfig(name='mnist', subset=100); TrainConfig(epochs=1)"
     )
     assert loaded_after(statements) == []
+
+
+def test_the_search_function_is_not_hidden_by_the_search_subpackage():
+    # Importing `sparsetune.search.*` would set the subpackage as `sparsetune.search` and hide
+    # the API function after the first sweep of a notebook; the package keeps the function.
+    code = (
+        "import sparsetune\n"
+        "import sparsetune.search.options, sparsetune.app.api\n"
+        "from sparsetune.search.options import SweepConfig\n"
+        "assert callable(sparsetune.search), sparsetune.search\n"
+        "print(sparsetune.search.__module__, sparsetune.prune.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["sparsetune.app.api", "sparsetune.app.api"]

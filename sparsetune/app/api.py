@@ -6,6 +6,12 @@ flag without its dashes (`cache_dir=` for `--cache-dir`), except `data=` for `--
 `params=` (a mapping) for `--set`. Bad input raises `sparsetune.app.errors.BadInput` (a
 ValueError) with the one line the CLI prints, before anything is written. Progress goes to
 stderr unless `quiet=True`.
+
+`model=` and `data=` also take Python objects (`sparsetune.search.objects`): an `nn.Module`
+instance (copied; its weights are the dense stage, as `weights=` a file's would be), a callable
+building one (the dense stage trains), and `(train, test)` pairs of tensors `(x, y)` or of
+`Dataset`s. Each is registered under a name holding a hash of its content, which the run's
+records and tickets carry; a sweep ships the objects to its Ray workers.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from sparsetune.app.errors import BadInput
 from sparsetune.app.options import PruneOptions
-from sparsetune.search.options import DEFAULT_DATASET, SweepConfig
+from sparsetune.search.options import DEFAULT_DATASET, SweepConfig, is_ray_client
 from sparsetune.validation import describe_validation_error
 
 if TYPE_CHECKING:
@@ -74,10 +80,10 @@ class SearchRun:
 
 
 def prune(
-    model: str,
+    model: Any,
     *,
     method: str = "magnitude",
-    data: str = DEFAULT_DATASET,
+    data: Any = DEFAULT_DATASET,
     params: Mapping[str, Any] | None = None,
     quiet: bool = False,
     **options: Any,
@@ -86,16 +92,16 @@ def prune(
     over them), as `sparsetune prune` does; returns its rounds, summary and output folder."""
     from sparsetune.app.prune import prune as run
 
-    values = {"model": model, "method": method, "dataset": data, **options}
+    values = {"method": method, **options} | _named(model, data, options)
     return run(
         _options(PruneOptions, values | {"params": dict(params or {})}), console=_console(quiet)
     )
 
 
 def search(
-    model: str,
+    model: Any,
     *,
-    data: str = DEFAULT_DATASET,
+    data: Any = DEFAULT_DATASET,
     objective: str = "pareto",
     trials: int = 8,
     quiet: bool = False,
@@ -110,13 +116,46 @@ def search(
 
     # As the CLI: Ray's classic console output honours verbose=0 (no experiment box).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    values = {"model": model, "dataset": data, "objective": objective, "trials": trials}
-    sweep = _options(SweepConfig, values | options)
+    if not (isinstance(model, str) and isinstance(data, str)) and is_ray_client(
+        str(options.get("address") or "")
+    ):
+        raise BadInput(
+            f"address={options['address']}: Python objects as model= or data= do not travel "
+            "through Ray Client; pass import paths the cluster can import, or run on a node"
+        )
+    values = {"objective": objective, "trials": trials, **options} | _named(model, data, options)
+    sweep = _options(SweepConfig, values)
     console = _console(quiet)
     result = run(sweep, console=console)
     if result is None:  # finished before: read what it recorded
         return _finished_run(sweep.sweep_dir)
     return _search_run(result.outcome)
+
+
+def _named(model: Any, data: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The `model`, `dataset` (and for an instance `weights`) options: names as given, Python
+    objects registered under their content names (`search.objects`); one-line BadInput if an
+    object cannot be used."""
+    from sparsetune.search import objects
+
+    named: dict[str, Any] = {"model": model, "dataset": data}
+    try:
+        if not isinstance(data, str):
+            named["dataset"] = objects.data_name(data)
+        if not isinstance(model, str):
+            from torch import nn
+
+            if isinstance(model, nn.Module) and options.get("weights") is not None:
+                raise ValueError(
+                    "weights=: an nn.Module instance brings its own weights (the dense stage); "
+                    "drop weights=, or pass a factory and weights="
+                )
+            named["model"], weights = objects.model_name(model)
+            if weights is not None:
+                named["weights"] = weights
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    return named
 
 
 def _options(model_class: type[BaseModel], values: dict[str, Any]) -> Any:

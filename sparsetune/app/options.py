@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from sparsetune.catalog import METHODS
+from sparsetune.catalog import METHODS, short_name
 from sparsetune.config import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -27,6 +27,7 @@ from sparsetune.search.options import (
     DataDirOption,
     DatasetOption,
     DeviceOption,
+    MemoryBudgetOption,
     ModelOption,
     SubsetOption,
     ValSizeOption,
@@ -55,6 +56,7 @@ class PruneOptions(Frozen):
         "dense epochs; the method's *epochs knobs scale with them", "the paper's", ge=1
     )
     subset: SubsetOption = None
+    memory_budget_gb: MemoryBudgetOption = None
     data_dir: DataDirOption = DEFAULT_DATA_DIR
     out: UserPath | None = later_default(
         "output folder", "./sparsetune-runs/prune-<model>-<method>"
@@ -72,7 +74,8 @@ class PruneOptions(Frozen):
     @property
     def folder(self) -> Path:
         """Where the run's tickets and result.json go."""
-        return (self.out or Path("sparsetune-runs") / f"prune-{self.model}-{self.method}").resolve()
+        default = f"prune-{short_name(self.model)}-{self.method}"
+        return (self.out or Path("sparsetune-runs") / default).resolve()
 
 
 class UiOptions(Frozen):

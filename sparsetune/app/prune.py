@@ -146,6 +146,7 @@ def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
         data_dir=options.data_dir,
         subset=options.subset,
         val_size=options.val_size,
+        memory_budget_gb=options.memory_budget_gb,
     )
     try:
         config = TrialConfig(

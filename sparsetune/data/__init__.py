@@ -4,8 +4,10 @@ A loader is `(DataConfig) -> RawData`: the published train and test parts as nor
 the train part carrying its augmentation if the dataset has one (CIFAR: crop and flip).
 `load_splits` holds a seeded validation set out of train and applies `subset`. Your own data
 (`npz:FILE`, `imagefolder:FOLDER`, `package.module:factory`) is read by `sources.py` into the same
-RawData and split the same way. Importing this package does not import torch: the config
-validates built-in dataset names through `DATASETS` alone.
+RawData and split the same way; when it is larger than the memory budget
+(`DataConfig.memory_budget_gb`) its parts stream from the source instead (`streaming.py`).
+Importing this package does not import torch: the config validates built-in dataset names
+through `DATASETS` alone.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _split(config: DataConfig) -> Splits:
     import torch
 
     from sparsetune.data.sources import dataset_loader
-    from sparsetune.data.tensors import Splits, TensorSet
+    from sparsetune.data.tensors import Splits
 
     raw = dataset_loader(config.name)(config)
     train_count = len(raw.train)
@@ -68,19 +70,12 @@ def _split(config: DataConfig) -> Splits:
         # The remaining train part is already in seeded random order, so this is a random subset.
         train_index = train_index[: config.subset]
 
-    def pick(index: torch.Tensor, augment: bool) -> TensorSet:
-        return TensorSet(
-            raw.train.x.index_select(0, index),
-            raw.train.y.index_select(0, index),
-            raw.train.augment if augment else None,
-        )
-
     return Splits(
         # Validation comes out of the published train part but is evaluated, so never augmented.
-        train=pick(train_index, augment=True),
-        val=pick(val_index, augment=False),
+        train=raw.train.select(train_index, augment=True),
+        val=raw.train.select(val_index, augment=False),
         test=raw.test,
-        input_shape=tuple(raw.train.x.shape[1:]),
+        input_shape=raw.train.input_shape,
         num_classes=raw.num_classes,
         name=config.name,
     )

@@ -1,8 +1,9 @@
 """Your own data: `npz:FILE`, `imagefolder:FOLDER` and `package.module:factory`, as RawData.
 
-Each form is decoded once into tensors, like the built-in sets, and then split by `load_splits`
-the same way (a seeded validation set out of the train part; `subset`). Classes and input shape
-come from the data: labels are integers 0..K-1 and K is the largest label plus one.
+Each form is decoded once into tensors, like the built-in sets (an image folder or a factory's two
+Datasets larger than the memory budget stream instead: `streaming.py`), and then split by
+`load_splits` the same way (a seeded validation set out of the train part; `subset`). Classes and
+input shape come from the data: labels are integers 0..K-1 and K is the largest label plus one.
 
 Normalisation: raw pixels (uint8) are scaled to [0, 1]; then inputs of an `.npz` file or an image
 folder, and uint8 inputs of a factory, are standardised with the mean and standard deviation of
@@ -29,6 +30,7 @@ from sparsetune.catalog import (
     dataset_factory,
     is_import_path,
 )
+from sparsetune.data.streaming import describe_path, survey
 from sparsetune.data.tensors import RawData, TensorSet
 
 if TYPE_CHECKING:
@@ -103,17 +105,22 @@ def load_factory(config: DataConfig) -> RawData:
         raise ValueError(
             f"dataset {name!r}: calling it raised {type(error).__name__}: {error}; fix the factory"
         ) from None
-    return from_train_and_test(name, returned)
+    return from_train_and_test(name, returned, config.memory_budget_gb)
 
 
-def from_train_and_test(name: str, returned: Any) -> RawData:
+def from_train_and_test(name: str, returned: Any, memory_budget_gb: float | None = None) -> RawData:
     """RawData from `(train, test)`, each a pair of tensors (x, y) or a Dataset of (x, y), as a
-    factory returns them (and as Python code may pass them); `name` is for the messages."""
+    factory returns them (and as Python code may pass them); `name` is for the messages. Two
+    map-style Datasets larger than the memory budget stream (`streaming.py`)."""
     if not isinstance(returned, tuple | list) or len(returned) != 2:
         raise ValueError(
             f"dataset {name!r} returned {_kind(returned)}; it must return (train, test), "
             "each a pair of tensors (x, y) or a torch Dataset of (x, y)"
         )
+    if all(_is_sized_dataset(part) for part in returned):
+        size = sum(len(part) for part in returned) * _first_input(name, returned[0]).numel() * 4
+        if _streams(size, memory_budget_gb):
+            return _streamed_datasets(name, size, memory_budget_gb, *returned)
     train, test = (
         _as_pair(name, part, which) for part, which in zip(returned, ("train", "test"), strict=True)
     )
@@ -122,14 +129,24 @@ def from_train_and_test(name: str, returned: Any) -> RawData:
 
 def load_imagefolder(config: DataConfig) -> RawData:
     """`imagefolder:FOLDER`: torchvision's ImageFolder layout, FOLDER/train and FOLDER/test or
-    one tree of class folders from which a seeded test part is held out; decoded into memory."""
+    one tree of class folders from which a seeded test part is held out; decoded into memory,
+    or streamed when larger than the memory budget."""
     name = config.name
     root = Path(name.removeprefix(IMAGEFOLDER_PREFIX))
     if not root.is_dir():
         raise ValueError(f"dataset {name!r}: no folder {root}; pass a folder of class folders")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        train_set = _image_folder(name, root / "train")
-        test_set = _image_folder(name, root / "test")
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    folders = [_folder(name, root / "train"), _folder(name, root / "test")] if split else None
+    folders = folders or [_folder(name, root)]
+    samples = [path for folder in folders for path, _ in folder.samples]
+    # The decoded size, estimated from the first image (its size and channels) and the count.
+    first = _header(name, samples[0])
+    size = len(samples) * first[0][0] * first[0][1] * (1 if first[1] == "L" else 3) * 4
+    if _streams(size, config.memory_budget_gb):
+        return _streamed_folder(name, folders, describe_path(name, size, config.memory_budget_gb))
+    if split:
+        train_set = _image_folder(name, folders[0])
+        test_set = _image_folder(name, folders[1])
         if test_set.classes != train_set.classes:
             raise ValueError(
                 f"dataset {name!r}: test/ has classes {test_set.classes} but train/ has "
@@ -139,7 +156,7 @@ def load_imagefolder(config: DataConfig) -> RawData:
         train = (_stack(train_set.images, form), train_set.labels)
         test = (_stack(test_set.images, form), test_set.labels)
     else:
-        whole = _image_folder(name, root)
+        whole = _image_folder(name, folders[0])
         x, y = _stack(whole.images, _common_form(whole.images)), whole.labels
         test_index = _held_out(y)
         keep = torch.ones(len(y), dtype=torch.bool)
@@ -160,14 +177,7 @@ def raw_data(
             f"dataset {name!r}: train inputs are {tuple(train[0].shape[1:])} but test inputs are "
             f"{tuple(test[0].shape[1:])}; give both the same shape"
         )
-    labels = torch.cat([train[1], test[1]])
-    if int(labels.min()) < 0:
-        raise ValueError(
-            f"dataset {name!r}: label {int(labels.min())} is out of range; labels must be 0..K-1"
-        )
-    num_classes = int(labels.max()) + 1
-    if num_classes < 2:
-        raise ValueError(f"dataset {name!r}: every label is 0; a classifier needs two classes")
+    num_classes = _classes(name, torch.cat([train[1], test[1]]))
     train_x, test_x = (_as_float(x) for x in (train[0], test[0]))
     if standardise:
         mean, std = _statistics(train_x)
@@ -177,6 +187,18 @@ def raw_data(
         test=TensorSet(test_x.contiguous(), test[1].to(torch.int64)),
         num_classes=num_classes,
     )
+
+
+def _classes(name: str, labels: Tensor) -> int:
+    """K, the largest label plus one, after checking the labels are 0..K-1 with K >= 2."""
+    if int(labels.min()) < 0:
+        raise ValueError(
+            f"dataset {name!r}: label {int(labels.min())} is out of range; labels must be 0..K-1"
+        )
+    num_classes = int(labels.max()) + 1
+    if num_classes < 2:
+        raise ValueError(f"dataset {name!r}: every label is 0; a classifier needs two classes")
+    return num_classes
 
 
 def _check_pair(name: str, which: str, x: Tensor, y: Tensor) -> None:
@@ -278,16 +300,33 @@ class _Images:
         self.labels = labels
 
 
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def _read_image(path: str) -> Image:
     """Grayscale images stay one channel; everything else becomes RGB."""
     from PIL import Image
 
     with Image.open(path) as image:
-        grey = image.mode in ("1", "L", "LA", "I", "I;16", "F")
-        return image.convert("L" if grey else "RGB")
+        return image.convert("L" if image.mode in _GREY_MODES else "RGB")
 
 
-def _image_folder(name: str, root: Path) -> _Images:
+def _header(name: str, path: str) -> tuple[tuple[int, int], str]:
+    """An image's size and mode ("L" or "RGB", as `_read_image` makes it), from its header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size, "L" if image.mode in _GREY_MODES else "RGB"
+    except Exception as error:
+        raise ValueError(
+            f"dataset {name!r}: cannot read image {path} ({type(error).__name__}: {error}); "
+            "replace or remove it"
+        ) from None
+
+
+def _folder(name: str, root: Path) -> Any:
+    """torchvision's ImageFolder over `root` (nothing decoded yet), or a one-line ValueError."""
     from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -307,6 +346,10 @@ def _image_folder(name: str, root: Path) -> _Images:
             f"dataset {name!r}: class folder {shown} under {root} holds no images "
             f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
         ) from None
+    return folder
+
+
+def _image_folder(name: str, folder: Any) -> _Images:
     images: list[Image] = []
     for path, _ in folder.samples:
         try:
@@ -328,22 +371,27 @@ def _is_image(path: Path) -> bool:
 def _common_form(images: list[Image]) -> tuple[tuple[int, int], str]:
     """The most common (width, height), and RGB if any image is, else grayscale: every image of
     the set is brought to these."""
-    size = Counter(image.size for image in images).most_common(1)[0][0]
-    return size, "RGB" if any(image.mode == "RGB" for image in images) else "L"
+    return _common_of([(image.size, image.mode) for image in images])
+
+
+def _common_of(forms: list[tuple[tuple[int, int], str]]) -> tuple[tuple[int, int], str]:
+    size = Counter(size for size, _ in forms).most_common(1)[0][0]
+    return size, "RGB" if any(mode == "RGB" for _, mode in forms) else "L"
+
+
+def _conform(image: Image, form: tuple[tuple[int, int], str]) -> Image:
+    from PIL import Image as PILImage
+
+    size, mode = form
+    image = image if image.mode == mode else image.convert(mode)
+    return image if image.size == size else image.resize(size, PILImage.Resampling.BILINEAR)
 
 
 def _stack(images: list[Image], form: tuple[tuple[int, int], str]) -> Tensor:
     """uint8 N x C x H x W from PIL images, resized (bilinear) and converted to `form`."""
-    from PIL import Image as PILImage
     from torchvision.transforms.functional import pil_to_tensor
 
-    size, mode = form
-
-    def conform(image: Image) -> Image:
-        image = image if image.mode == mode else image.convert(mode)
-        return image if image.size == size else image.resize(size, PILImage.Resampling.BILINEAR)
-
-    return torch.stack([pil_to_tensor(conform(image)) for image in images])
+    return torch.stack([pil_to_tensor(_conform(image, form)) for image in images])
 
 
 def _held_out(labels: Tensor) -> Tensor:
@@ -357,3 +405,117 @@ def _held_out(labels: Tensor) -> Tensor:
         count = max(count, 1) if len(members) > 1 else 0
         chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
     return torch.cat(chosen).sort().values
+
+
+# The streaming path (streaming.py): what does not fit the memory budget.
+
+
+def _streams(decoded_bytes: int, memory_budget_gb: float | None) -> bool:
+    """Whether data of this decoded size streams (is larger than the memory budget)."""
+    from sparsetune.data.streaming import memory_budget_bytes
+
+    return decoded_bytes > memory_budget_bytes(memory_budget_gb)
+
+
+def _is_sized_dataset(part: Any) -> bool:
+    from torch.utils.data import Dataset, IterableDataset
+
+    return (
+        isinstance(part, Dataset)
+        and not isinstance(part, IterableDataset)
+        and hasattr(part, "__len__")
+    )
+
+
+def _first_input(name: str, dataset: Any) -> Tensor:
+    """The first example's input, to estimate the decoded size (an empty tensor if there is none
+    or it is not a tensor: the in-memory path then reads it and names the problem)."""
+    try:
+        x, _ = dataset[0]
+        return torch.as_tensor(x)
+    except Exception:
+        return torch.empty(0)
+
+
+class _ImageSource:
+    """A Dataset of (uint8 C x H x W image, label) from image files, each read and brought to
+    the folder's common `form` exactly as the in-memory path does (picklable: workers get it)."""
+
+    def __init__(self, samples: list[tuple[str, int]], form: tuple[tuple[int, int], str]):
+        self.samples, self.form = samples, form
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        path, label = self.samples[index]
+        return pil_to_tensor(_conform(_read_image(path), self.form)), label
+
+
+def _streamed_folder(name: str, folders: list[Any], note: str) -> RawData:
+    """An image folder as StreamSets: image headers are read now (sizes and modes, for the
+    common form), pixels only when a batch needs them."""
+    from sparsetune.data.streaming import StreamSet
+
+    if len(folders) == 2 and folders[1].classes != folders[0].classes:
+        raise ValueError(
+            f"dataset {name!r}: test/ has classes {folders[1].classes} but train/ has "
+            f"{folders[0].classes}; give both the same class folders"
+        )
+    samples = [sample for folder in folders for sample in folder.samples]
+    form = _common_of([_header(name, path) for path, _ in samples])
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    if len(folders) == 2:
+        train_index = torch.arange(len(folders[0].samples))
+        test_index = torch.arange(len(folders[0].samples), len(samples))
+    else:
+        test_index = _held_out(labels)
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[test_index] = False
+        train_index = keep.nonzero().flatten()
+    (width, height), mode = form
+    shape = (1 if mode == "L" else 3, height, width)
+    source = _ImageSource(samples, form)
+    train = StreamSet(source, train_index, shape)
+    _, mean, std = survey(name, "train", train)
+    return RawData(
+        train=StreamSet(source, train_index, shape, mean, std, note=note),
+        test=StreamSet(source, test_index, shape, mean, std, note=note),
+        num_classes=_classes(name, labels),
+    )
+
+
+def _streamed_datasets(
+    name: str, size: int, memory_budget_gb: float | None, train_set: Any, test_set: Any
+) -> RawData:
+    """A factory's two Datasets as StreamSets, after one pass over each (labels, statistics)."""
+    from sparsetune.data.streaming import StreamSet
+
+    parts = []
+    for dataset, which in ((train_set, "train"), (test_set, "test")):
+        x = _first_input(name, dataset)
+        if x.ndim < 1 or (x.dtype != torch.uint8 and not x.dtype.is_floating_point):
+            raise ValueError(
+                f"dataset {name!r}: a {which} input is {x.dtype} of shape {tuple(x.shape)}; give "
+                "uint8 or float tensors, C x H x W images or D features"
+            )
+        parts.append(StreamSet(dataset, torch.arange(len(dataset)), tuple(x.shape)))
+    train, test = parts
+    if train.input_shape != test.input_shape:
+        raise ValueError(
+            f"dataset {name!r}: train inputs are {train.input_shape} but test inputs are "
+            f"{test.input_shape}; give both the same shape"
+        )
+    train_labels, mean, std = survey(name, "train", train)
+    test_labels, _, _ = survey(name, "test", test)
+    num_classes = _classes(name, torch.cat([train_labels, test_labels]))
+    if _first_input(name, train_set).dtype != torch.uint8:  # float inputs are used as they are
+        mean = std = None
+    note = describe_path(name, size, memory_budget_gb)
+    return RawData(
+        train=StreamSet(train_set, train.indices, train.input_shape, mean, std, note=note),
+        test=StreamSet(test_set, test.indices, test.input_shape, mean, std, note=note),
+        num_classes=num_classes,
+    )

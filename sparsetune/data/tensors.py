@@ -1,15 +1,18 @@
 """Datasets held as whole tensors, and a loader that batches them by index.
 
-Every dataset here fits in memory (MNIST-like sets are 220 MB as float32), so a trial decodes and
-normalises once and then batches with `index_select`: no per-sample Python work, no PIL, no worker
-processes. On a GPU the whole set can live on the device and an epoch never touches the host.
+Every built-in dataset fits in memory (MNIST-like sets are 220 MB as float32), so a trial decodes
+and normalises once and then batches with `index_select`: no per-sample Python work, no PIL, no
+worker processes. On a GPU the whole set can live on the device and an epoch never touches the
+host. User data larger than the memory budget streams instead (`streaming.StreamSet`); training,
+evaluation and scoring reach either through the few members of `Examples`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -45,13 +48,68 @@ class TensorSet:
     def to(self, device: torch.device | str) -> TensorSet:
         return TensorSet(self.x.to(device), self.y.to(device), self.augment)
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def select(self, index: Tensor, augment: bool = False) -> TensorSet:
+        """The examples at `index`; `augment` keeps this set's augmentation."""
+        return TensorSet(
+            self.x.index_select(0, index),
+            self.y.index_select(0, index),
+            self.augment if augment else None,
+        )
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> InMemoryLoader:
+        """Training batches (augmented, if the set is)."""
+        return InMemoryLoader(self, batch_size, shuffle=shuffle, seed=seed)
+
+    def in_order(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Evaluation batches: views, in order, never augmented."""
+        for start in range(0, len(self), batch_size):
+            yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+
+    def take(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The examples at `index` (never augmented), on this set's device."""
+        index = index.to(self.x.device)
+        return self.x[index], self.y[index]
+
+
+class Examples(Protocol):
+    """What training, evaluation and a trial use of a dataset part, held (`TensorSet`) or
+    streamed (`streaming.StreamSet`)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device | str) -> Examples: ...
+
+    def select(self, index: Tensor, augment: bool = False) -> Examples: ...
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, seed: int = 0
+    ) -> Iterable[tuple[Tensor, Tensor]]: ...
+
+    def in_order(self, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]: ...
+
+    def take(self, index: Tensor) -> tuple[Tensor, Tensor]: ...
+
 
 @dataclass(frozen=True)
 class RawData:
     """What a dataset loader returns: the published train and test parts, before any split."""
 
-    train: TensorSet
-    test: TensorSet
+    train: Examples
+    test: Examples
     num_classes: int
 
 
@@ -63,9 +121,9 @@ class Splits:
     tensors in place.
     """
 
-    train: TensorSet
-    val: TensorSet
-    test: TensorSet
+    train: Examples
+    val: Examples
+    test: Examples
     input_shape: tuple[int, ...]
     num_classes: int
     name: str

@@ -14,7 +14,7 @@ from typing import Annotated, Any, get_args
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
-from sparsetune.catalog import DATASETS, MODELS
+from sparsetune.catalog import DATASETS, MODELS, short_name
 from sparsetune.config import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -101,6 +101,11 @@ DatasetOption = Annotated[
 ]
 DataDirOption = Annotated[UserPath, Field(description="torchvision data folder")]
 SubsetOption = Annotated[int | None, Field(ge=1, description="train on this many examples")]
+# Not an identity option: both data paths give the same examples in the same order.
+MemoryBudgetOption = Annotated[
+    float | None,
+    Field(gt=0, description=DataConfig.model_fields["memory_budget_gb"].description),
+]
 CacheDirOption = Annotated[UserPath, Field(description="dense-model cache")]
 ValSizeOption = Annotated[int, Field(ge=1, description="validation examples held out of train")]
 DeviceOption = Annotated[Device, Field(description=one_of(get_args(Device)))]
@@ -165,6 +170,7 @@ class SweepConfig(Frozen):
     dataset: DatasetOption = Field(DEFAULT_DATASET, json_schema_extra=marks(identity=True))
     data_dir: DataDirOption = DEFAULT_DATA_DIR
     subset: SubsetOption = Field(None, json_schema_extra=marks(identity=True))
+    memory_budget_gb: MemoryBudgetOption = None
     trials: int = Field(
         8, ge=1, description="number of trials", json_schema_extra=marks(identity=True)
     )
@@ -267,12 +273,17 @@ class SweepConfig(Frozen):
 
     def data_config(self) -> DataConfig:
         return DataConfig(
-            name=self.dataset, data_dir=self.data_dir, subset=self.subset, val_size=self.val_size
+            name=self.dataset,
+            data_dir=self.data_dir,
+            subset=self.subset,
+            val_size=self.val_size,
+            memory_budget_gb=self.memory_budget_gb,
         )
 
     @property
     def experiment_name(self) -> str:
-        return self.experiment or f"{self.model}-{self.dataset}-{self.objective}"
+        names = (short_name(self.model), short_name(self.dataset), self.objective)
+        return self.experiment or "-".join(names)
 
     @property
     def storage_dir(self) -> Path | None:

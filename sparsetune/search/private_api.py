@@ -134,3 +134,17 @@ def ray_address_from_environment(address: str = "auto") -> str:
     owner = "ray._private.services"
     find = _get("ray", services, "get_ray_address_from_environment", owner)
     return find(address, None)
+
+
+# -- Ray's cloudpickle ------------------------------------------------------------------------
+def pickled_class_ids() -> list[str]:
+    """The ids cloudpickle (as Ray ships it) drew for classes it pickled by value in this process
+    (a class defined in a script or notebook): drawn at random once per process, so a content
+    hash leaves them out (`search.objects`). Read from its private tracker table under its lock."""
+    from ray.cloudpickle import cloudpickle as module
+
+    owner = "ray.cloudpickle.cloudpickle"
+    lock = _get("ray", module, "_DYNAMIC_CLASS_TRACKER_LOCK", owner)
+    drawn = _get("ray", module, "_DYNAMIC_CLASS_TRACKER_BY_ID", owner)
+    with lock:
+        return [key for key in drawn if isinstance(key, str)]

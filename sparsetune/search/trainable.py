@@ -18,7 +18,7 @@ import json
 import logging
 import pickle
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from sparsetune.atomic import atomic_write_bytes
 from sparsetune.config import DataConfig, TrainConfig, TrialConfig
 from sparsetune.identity import trial_hash
 from sparsetune.pruning import METHODS
+from sparsetune.search.objects import Shipped, register_shipped, shipped_for
 from sparsetune.search.records import RAY_TRIAL_TAG
 from sparsetune.search.space import params_from_flat
 from sparsetune.train.allocator import keep_freed_memory
@@ -52,6 +53,13 @@ class TrialTemplate:
     experiment_id: str | None
     parent_run_id: str | None
     weights: Path | None = None  # --weights: the dense stage is this file (models.weights)
+    # The Python objects (`model=`, `data=` of the API) that `model` and `data` name, as bytes a
+    # worker registers under the same names (search.objects); filled from this process's.
+    objects: tuple[Shipped, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.objects:
+            object.__setattr__(self, "objects", shipped_for((self.model, self.data.name)))
 
     def trial_config(self, flat: dict[str, Any]) -> TrialConfig:
         method, params = params_from_flat(flat)
@@ -88,6 +96,7 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
     torch.set_num_threads(template.threads)
     keep_freed_memory()  # the worker process trains: reuse freed blocks
     quiet_ray_logs()
+    register_shipped(template.objects)  # before the config names them
     config, config_hash = trial_identity(flat, template)
     trial_id = tune.get_context().get_trial_id()
     workdir = template.sweep_dir / "trials" / trial_id

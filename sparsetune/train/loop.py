@@ -2,7 +2,8 @@
 
 It knows nothing of pruning methods beyond its three per-step hooks (`train.hooks`), so every
 method trains through the same code. Deterministic on CPU under a seed: the batch order comes from
-the loader's own generator, and the model's initial weights from the caller's seed.
+the loader's own generator, and the model's initial weights from the caller's seed. The data is
+held (`TensorSet`) or streamed (`StreamSet`): both give batches through `batches` and `in_order`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetune.config import TrainConfig
-from sparsetune.data.tensors import InMemoryLoader, TensorSet
+from sparsetune.data.tensors import Examples
 from sparsetune.train.hooks import TrainingHooks
 
 NO_HOOKS = TrainingHooks()
@@ -61,7 +62,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainConfig):
 
 def fit(
     model: nn.Module,
-    data: TensorSet,
+    data: Examples,
     recipe: TrainConfig,
     *,
     seed: int,
@@ -72,13 +73,13 @@ def fit(
     started = time.perf_counter()
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
-    loader = InMemoryLoader(data, recipe.batch_size, shuffle=True, seed=seed)
+    loader = data.batches(recipe.batch_size, shuffle=True, seed=seed)
     mean_loss = math.nan
     for epoch in range(recipe.epochs):
         model.train()
         # Summed on the device and read once per epoch: a NaN anywhere in the epoch survives
         # the sum, and no per-step .item() stalls a GPU.
-        loss_sum = torch.zeros((), device=data.x.device)
+        loss_sum = torch.zeros((), device=data.device)
         for inputs, targets in loader:
             loss = F.cross_entropy(model(inputs), targets)
             penalty = hooks.penalty(model)
@@ -101,14 +102,13 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorSet, batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Examples, batch_size: int = 1000) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` on `data`, in eval mode."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=data.x.device)
-    loss_sum = torch.zeros((), device=data.x.device)
-    for start in range(0, len(data), batch_size):
-        inputs, targets = data.x[start : start + batch_size], data.y[start : start + batch_size]
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    loss_sum = torch.zeros((), device=data.device)
+    for inputs, targets in data.in_order(batch_size):
         logits = model(inputs)
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         correct += (logits.argmax(1) == targets).sum()

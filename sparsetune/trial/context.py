@@ -143,8 +143,7 @@ class TrialContext:
         generator = torch.Generator().manual_seed(self.seed)
         count = min(size, len(self.splits.train))
         index = torch.randperm(len(self.splits.train), generator=generator)[:count]
-        index = index.to(self.splits.train.x.device)
-        return self.splits.train.x[index], self.splits.train.y[index]
+        return self.splits.train.take(index)
 
     def report(self, round_index: int) -> RoundResult:
         """Evaluate the model as it is, write its ticket (with a workdir) and tell `on_round`."""

@@ -122,3 +122,15 @@ def test_no_other_module_reaches_into_ray_or_optuna():
         if PRIVATE.search(line)
     ]
     assert offenders == [], "use sparsetune.search.private_api instead"
+
+
+def test_the_ids_of_classes_pickled_by_value_are_read():
+    from ray import cloudpickle
+
+    namespace: dict = {}
+    exec("class Local:\n    pass\n", namespace)  # a class no module holds: pickled by value
+    Local = namespace["Local"]
+    Local.__module__ = "__main__"
+    pickled = cloudpickle.dumps(Local)
+    drawn = private_api.pickled_class_ids()
+    assert drawn and any(class_id.encode() in pickled for class_id in drawn)
