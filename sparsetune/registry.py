@@ -21,9 +21,14 @@ class Registry(Mapping[str, Any]):
         self._table = dict(table)
         self._loaded: dict[str, Any] = {}
         self._plugins_read = entry_point_group is None
+        self._unlisted: set[str] = set()
 
-    def register(self, name: str, target: str | Any) -> None:
-        """Add `name`: a "module:attribute" string (imported on first use) or the object itself."""
+    def register(self, name: str, target: str | Any, *, listed: bool = True) -> None:
+        """Add `name`: a "module:attribute" string (imported on first use) or the object itself.
+        An unlisted name resolves like any other but is left out of the names a user is offered
+        (help, "choose one of"): a Python object's generated name is not one to type."""
+        if not listed:
+            self._unlisted.add(name)
         if isinstance(target, str):
             self._table[name] = target
             self._loaded.pop(name, None)
@@ -41,11 +46,11 @@ class Registry(Mapping[str, Any]):
         return self._table
 
     def names(self) -> list[str]:
-        return sorted(self._entries())
+        return sorted(self.in_order())
 
     def in_order(self) -> list[str]:
-        """The names in the order they were added: the built-in table's, then plugins'."""
-        return list(self._entries())
+        """The listed names in the order they were added: the built-in table's, then plugins'."""
+        return [name for name in self._entries() if name not in self._unlisted]
 
     def check(self, name: str) -> str:
         """Return `name` if registered, else raise a ValueError that lists the known names."""
@@ -72,7 +77,7 @@ class Registry(Mapping[str, Any]):
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries())
+        return len(self.in_order())
 
 
 def import_object(path: str) -> Any:

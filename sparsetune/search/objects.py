@@ -127,11 +127,11 @@ def register_shipped(records: Iterable[Shipped]) -> None:
 
 def _register(record: Shipped, target: Any) -> None:
     if record.kind == "data":
-        DATASETS.register(record.name, _loader(target))
+        DATASETS.register(record.name, _loader(target), listed=False)
     elif record.kind == "factory":
-        MODELS.register(record.name, _factory(target))
+        MODELS.register(record.name, _factory(target), listed=False)
     else:
-        MODELS.register(record.name, _reinitialised_copies(target))
+        MODELS.register(record.name, _reinitialised_copies(target), listed=False)
         assert record.weights is not None
         _write_weights(target, record.weights)
     _REGISTERED[record.name] = record
