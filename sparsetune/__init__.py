@@ -3,9 +3,12 @@
 The public API is what this module exports:
 - `sparsetune.search(model, data=..., objective=..., trials=..., ...)`: a sweep, as
   `sparsetune search` runs it; returns its Pareto front (`sparsetune.app.api.SearchRun`);
+- `sparsetune.search_async(...)`: the same sweep as a coroutine, run in a worker thread, for an
+  event loop that must stay free meanwhile (a Jupyter kernel);
 - `sparsetune.prune(model, method=..., data=..., params=..., ...)`: one configuration, as
   `sparsetune prune` runs it (`sparsetune.app.prune.PruneResult`);
-- `sparsetune.load(path)`: a ready model from an exported ticket (`sparsetune.export`).
+- `sparsetune.load(path, masks=False, model=None)`: a ready model from a ticket or an exported
+  file (`sparsetune.export`); `model=` gives the architecture (an instance or a factory).
 
 `import sparsetune` is cheap on purpose: it loads none of torch, Ray, Optuna or MLflow; each of
 the names above is resolved on first use, and loads what it needs then.
@@ -19,13 +22,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "prune", "search"]
+__all__ = ["__version__", "load", "prune", "search", "search_async"]
 
 # PEP 562: each public name is imported only when it is first looked up.
 _LAZY = {
     "load": "sparsetune.export",
     "prune": "sparsetune.app.api",
     "search": "sparsetune.app.api",
+    "search_async": "sparsetune.app.api",
 }
 
 

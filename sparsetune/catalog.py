@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sparsetune.registry import Registry, import_object
+from sparsetune.registry import ExitedOnImport, NotImportable, Registry, import_object
 
 # kind -> name -> "module:attribute". One line a name; the order is the one a search space's
 # `methods: all` samples the methods in. Each kind also reads the entry-point group
@@ -67,8 +67,12 @@ def method_config_class(method: str) -> Any:
 _IMPORT_PATH_HINT = "or a factory 'package.module:function' importable here"
 
 # Short forms of the libraries whose builders work as they are: `torchvision:resnet18` is
-# `torchvision.models:resnet18`, `timm:NAME` is `timm.models:NAME` (when timm is installed).
-SHORT_FORMS = {"torchvision": "torchvision.models", "timm": "timm.models"}
+# `torchvision.models:resnet18`. `timm:NAME` is `timm.create_model(NAME)` (`TimmModel`), so that
+# every architecture timm knows, pretrained tags included (`resnet18.a1_in1k`), is one name.
+SHORT_FORMS = {"torchvision": "torchvision.models"}
+TIMM_PREFIX = "timm:"
+# timm's names that fetch a config or weights from a hub or folder: never followed.
+_TIMM_REMOTE = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def is_import_path(name: str) -> bool:
@@ -92,22 +96,12 @@ def model_factory(name: str) -> Callable[..., Any]:
             return MODELS[name]
         except ValueError as error:
             raise ValueError(f"{error}, {_IMPORT_PATH_HINT}") from None
-    path = expand_short_form(name)
-    try:
-        factory = import_object(path)
-    except ValueError as error:
-        raise ValueError(f"{error}; install the package or add its folder to PYTHONPATH") from None
-    except Exception as error:  # the module itself failed while importing: one line, not a trace
-        module = path.partition(":")[0]
-        raise ValueError(
-            f"{name!r}: importing {module!r} raised {type(error).__name__}: {error}"
-        ) from None
-    if not callable(factory):
-        raise ValueError(
-            f"{name!r} is not callable ({type(factory).__name__}); point it at a function or "
-            "class building a torch.nn.Module"
-        )
-    return factory
+    if name.startswith(TIMM_PREFIX):
+        check_timm_name(name)
+        return TimmModel(name.removeprefix(TIMM_PREFIX))
+    return _user_factory(
+        name, expand_short_form(name), "a function or class building a torch.nn.Module"
+    )
 
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
@@ -116,15 +110,19 @@ KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 def factory_keywords(
     factory: Callable[..., Any], input_shape: tuple[int, ...], num_classes: int
 ) -> dict[str, Any]:
-    """The keywords to call `factory` with: those of `input_shape` and `num_classes` that its
-    signature names. A factory with `**kwargs` and no `num_classes` of its own (torchvision's
-    and timm's builders) gets `num_classes` through them, never `input_shape` (their models
-    would refuse it). A signature Python cannot read gets both."""
+    """The keywords to call `factory` with: those of `input_shape`, `num_classes` and `in_chans`
+    (the input's channels, for inputs C x H x W or C x L) that its signature names. A factory with
+    `**kwargs` and no `num_classes` of its own (torchvision's and timm's builders) gets
+    `num_classes` through them, never `input_shape` (their models would refuse it); one of timm's
+    builders also gets what `timm_keywords` gives. A signature Python cannot read gets
+    `input_shape` and `num_classes`."""
     offered = {"input_shape": tuple(input_shape), "num_classes": num_classes}
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have none: let the call decide
         return offered
+    if len(input_shape) >= 2:
+        offered["in_chans"] = input_shape[0]
     named = {
         name: value
         for name, value in offered.items()
@@ -134,7 +132,74 @@ def factory_keywords(
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     if takes_any and "num_classes" not in named:
         named["num_classes"] = num_classes
+    if takes_any and str(getattr(factory, "__module__", "")).startswith("timm.models"):
+        named = {**timm_keywords(factory.__name__, input_shape), **named}
     return named
+
+
+class TimmModel:
+    """`timm:NAME` as a factory: `timm.create_model(NAME, pretrained=False, num_classes=...)`
+    with `timm_keywords`, so a 1-channel dataset gets a 1-channel stem. It never downloads:
+    weights come from `--weights FILE`, never from timm's hub."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.__name__ = model  # for messages and the object registry's names
+
+    def __call__(self, input_shape: tuple[int, ...], num_classes: int) -> Any:
+        import timm
+
+        return timm.create_model(
+            self.model,
+            pretrained=False,
+            num_classes=num_classes,
+            **timm_keywords(self.model, input_shape),
+        )
+
+    def __repr__(self) -> str:
+        return f"TimmModel({self.model!r})"
+
+
+def timm_keywords(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What timm's builders take of the data's input shape C x H x W: `in_chans` (every timm
+    model), and `img_size` for the models built for one input size (ViTs, Swin: their pretrained
+    config says `fixed_input_size`); nothing for other shapes."""
+    if len(input_shape) != 3:
+        return {}
+    from timm.models import get_pretrained_cfg
+
+    keywords: dict[str, Any] = {"in_chans": input_shape[0]}
+    config = get_pretrained_cfg(model)
+    if config is not None and config.fixed_input_size:
+        keywords["img_size"] = tuple(input_shape[1:])
+    return keywords
+
+
+def check_timm_name(name: str) -> None:
+    """A one-line ValueError unless timm is installed and knows the model of `timm:MODEL`,
+    offering the closest of its names; hub and folder names (which download) are refused."""
+    model = name.removeprefix(TIMM_PREFIX)
+    if model.startswith(_TIMM_REMOTE):
+        raise ValueError(
+            f"{name!r}: sparsetune never downloads models; name the architecture "
+            "(e.g. timm:resnet18) and pass trained weights with --weights FILE"
+        )
+    try:
+        import timm
+    except ImportError as error:
+        raise ValueError(
+            f"cannot import 'timm.models' for {name!r}: {error}; install timm (pip install timm)"
+        ) from None
+    if not timm.is_model(model):
+        import difflib
+
+        close = difflib.get_close_matches(model, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(f'timm:{c}' for c in close)}? " if close else ""
+        stem = re.match(r"[A-Za-z]*", model).group() or model
+        raise ValueError(
+            f"{name!r}: timm has no model {model!r}; {hint}list its names with "
+            f"python -c \"import timm; print(timm.list_models('*{stem}*'))\""
+        )
 
 
 def check_model_name(name: str) -> str:
@@ -199,19 +264,25 @@ def check_dataset_name(name: str) -> str:
 
 def dataset_factory(name: str) -> Callable[[], Any]:
     """The zero-argument data factory at import path `name`; a one-line ValueError if none."""
+    return _user_factory(name, name, "a zero-argument function returning (train, test)")
+
+
+def _user_factory(name: str, path: str, what: str) -> Callable[..., Any]:
+    """The callable at import `path` (given by the user as `name`); one-line ValueError if it
+    cannot be imported, its module fails or exits while importing, or it is not callable."""
     try:
-        factory = import_object(name)
-    except ValueError as error:
+        factory = import_object(path)
+    except NotImportable as error:
         raise ValueError(f"{error}; install the package or add its folder to PYTHONPATH") from None
+    except ExitedOnImport:
+        raise
     except Exception as error:  # the module itself failed while importing: one line, not a trace
+        module = path.partition(":")[0]
         raise ValueError(
-            f"{name!r}: importing {name.partition(':')[0]!r} raised {type(error).__name__}: {error}"
+            f"{name!r}: importing {module!r} raised {type(error).__name__}: {error}"
         ) from None
     if not callable(factory):
-        raise ValueError(
-            f"{name!r} is not callable ({type(factory).__name__}); point it at a zero-argument "
-            "function returning (train, test)"
-        )
+        raise ValueError(f"{name!r} is not callable ({type(factory).__name__}); point it at {what}")
     return factory
 
 

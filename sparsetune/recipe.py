@@ -10,16 +10,17 @@ method's Config defaults; a user model takes TrainConfig's defaults.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from sparsetune.config import TrainConfig
 from sparsetune.shipped import SPACES_DIR
 from sparsetune.validation import describe_validation_error
+from sparsetune.yamlio import load_file
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -30,13 +31,20 @@ class MethodRecipe:
     params: dict[str, Any]
     source: str
 
-    def scaled_to(self, epochs: int) -> MethodRecipe:
+    def scaled_to(self, epochs: int, defaults: Mapping[str, Any] | None = None) -> MethodRecipe:
         """Dense training of `epochs` epochs, and every `*epochs` parameter of the method scaled by
-        the same factor (at least 1 where it was at least 1): a quick run of the same recipe."""
+        the same factor (at least 1 where it was at least 1): a quick run of the same recipe.
+        `defaults` are the method's Config defaults: an `*epochs` knob the recipe does not list
+        (every knob, for a model without a recipe file) is scaled from its default."""
         factor = epochs / self.train.epochs if self.train.epochs else 1.0
+        unlisted = {
+            key: value
+            for key, value in (defaults or {}).items()
+            if key.endswith("epochs") and key not in self.params
+        }
         params = {
             key: _scaled(value, factor) if key.endswith("epochs") else value
-            for key, value in self.params.items()
+            for key, value in {**unlisted, **self.params}.items()
         }
         return MethodRecipe(self.train.model_copy(update={"epochs": epochs}), params, self.source)
 
@@ -62,10 +70,7 @@ def method_recipe(model: str, method: str) -> MethodRecipe:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    raw = load_file(path, expected="a recipe file with `train:` and `methods:`")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with `train:` and `methods:`")
     return raw

@@ -80,18 +80,44 @@ class Registry(Mapping[str, Any]):
         return len(self.in_order())
 
 
+class NotImportable(ValueError):
+    """`import_object`'s path names no module or attribute that can be found (a typo, or a
+    package not installed): the one refusal that installing or PYTHONPATH can fix."""
+
+
+class ExitedOnImport(ValueError):
+    """The module `import_object` imported tried to end the process (`sys.exit()` at module
+    level): one line, not sparsetune's exit."""
+
+
 def import_object(path: str) -> Any:
-    """Import "package.module:attribute", with a one-line error when it cannot be found."""
+    """Import "package.module:attribute", with a one-line error when it cannot be found. A
+    module that exits while it is imported (`sys.exit()` at module level, or any BaseException
+    but Ctrl-C's KeyboardInterrupt) is a ValueError too: left to escape, it would end
+    sparsetune with the module's exit code (0: "success") and no word of why. Other exceptions
+    of the module's own code propagate for the caller to name."""
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"import path {path!r} must look like 'package.module:attribute'")
+        raise NotImportable(f"import path {path!r} must look like 'package.module:attribute'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"cannot import {module_name!r} for {path!r}: {error}") from None
+        raise NotImportable(f"cannot import {module_name!r} for {path!r}: {error}") from None
+    except (KeyboardInterrupt, Exception):
+        raise
+    except SystemExit as error:
+        raise ExitedOnImport(
+            f"importing {module_name!r} called sys.exit({error.code!r}); a module sparsetune "
+            "imports must not exit: put that call under `if __name__ == '__main__':`"
+        ) from None
+    except BaseException as error:
+        raise ExitedOnImport(
+            f"importing {module_name!r} raised {type(error).__name__}; a module sparsetune "
+            "imports must import without it"
+        ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise ValueError(
+        raise NotImportable(
             f"{module_name!r} has no attribute {attribute!r} (from {path!r})"
         ) from None

@@ -7,6 +7,10 @@ listed when a key is unknown.
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ValidationError
 
 
@@ -29,6 +33,8 @@ def describe_validation_error(
         and first["loc"]  # a whole-model check: its input is the whole model, not one value
         and first["type"] != "missing"
         and repr(first["input"]) not in message
+        # a check that names its input first ("PATH: is a folder, ..."): said once is enough
+        and not message.startswith(f"{first['input']}: ")
     ):
         message += f" (got {first['input']!r})"
     return f"{where}: {message}" if where else message
@@ -55,3 +61,50 @@ def register_for_messages(model: type[BaseModel]) -> type[BaseModel]:
     """Let `describe_validation_error` list the allowed keys of `model` on an unknown key."""
     _MODELS_BY_TITLE[model.__name__] = model
     return model
+
+
+PathKind = Literal["file", "folder"]
+_KINDS = (
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_path_kind(
+    path: Path, expected: PathKind, option: str = "", *, must_exist: bool = False
+) -> Path:
+    """`path` unchanged when it is a regular file (`expected="file"`) or a folder (`"folder"`),
+    or is not there yet and could be created (its nearest existing ancestor is a folder), unless
+    `must_exist`. Else a one-line ValueError, `"{option} {path}: is a folder, not a file; pass a
+    file"`, naming what is there. Only looks (stat): nothing is opened, read or created, so a
+    FIFO or a device given where a file is expected is refused before anything touches it.
+    Every option that names a path checks its kind here."""
+    where = f"{option} {path}" if option else str(path)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if must_exist:
+            raise ValueError(f"{where}: no such {expected}; pass an existing {expected}") from None
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor.exists() and not ancestor.is_dir():
+            raise ValueError(
+                f"{where}: cannot be created, {ancestor} is {_kind(ancestor.stat().st_mode)}, "
+                f"not a folder; pass another path"
+            ) from None
+        return path
+    except OSError as error:  # too long a name, a loop of links, no permission to look
+        raise ValueError(f"{where}: cannot be read ({error.strerror}); pass another path") from None
+    wanted = stat.S_ISREG if expected == "file" else stat.S_ISDIR
+    if not wanted(mode):
+        raise ValueError(f"{where}: is {_kind(mode)}, not a {expected}; pass a {expected} path")
+    return path
+
+
+def _kind(mode: int) -> str:
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "neither a file nor a folder")

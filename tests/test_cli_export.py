@@ -14,9 +14,11 @@ from cli_helpers import SYNTHETIC_RUN, run_cli
 from mlflow.tracking import MlflowClient
 
 import sparsetune
-from sparsetune.config import DataConfig, TrainConfig, TrialConfig
+from sparsetune.config import DataConfig
 from sparsetune.data import load_splits
-from sparsetune.trial import run_trial
+from sparsetune.models import build_model
+from sparsetune.pruning.masking import attach_masks, squashed_state_dict
+from sparsetune.trial.tickets import write_ticket
 
 pytestmark = pytest.mark.slow
 
@@ -52,26 +54,19 @@ def pruned(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def unstructured_ticket(tmp_path_factory, small_data):
-    """An unstructured ticket (magnitude, output layer kept whole): nothing to remove."""
+def unstructured_ticket(tmp_path_factory):
+    """An unstructured ticket, as a trial writes it (and its `init.safetensors`): LeNet-300-100
+    with half of fc1's and fc2's weights masked at random, the output layer whole. Every row and
+    column keeps some weights, so nothing can be removed."""
+    torch.manual_seed(0)
+    model = build_model("lenet300", (1, 28, 28), 10)
+    init = squashed_state_dict(model)
+    masks = attach_masks(model, ["fc1.weight", "fc2.weight"])
+    masks.update({name: torch.rand(mask.shape) > 0.5 for name, mask in masks.items()})
+    header = {"format": "ticket", "model": "lenet300", "input_shape": [1, 28, 28]}
+    header |= {"num_classes": 10, "method": "magnitude", "dataset": "synthetic"}
     workdir = tmp_path_factory.mktemp("magnitude")
-    config = TrialConfig(
-        model="lenet300",
-        data=small_data,
-        train=TrainConfig(epochs=1),
-        method="magnitude",
-        params={
-            "criterion": "layerwise",
-            "sparsity": 0.5,
-            "rounds": 1,
-            "retrain_epochs": 0,
-            "prune_output_layer": False,
-        },
-        seed=0,
-        device="cpu",
-    )
-    results = run_trial(config, cache_dir=tmp_path_factory.mktemp("cache"), workdir=workdir)
-    return results[-1].ticket_path
+    return write_ticket(workdir, 1, init=init, masks=masks, model=model, header=header)
 
 
 def test_a_run_id_exports_and_registers_a_model_that_mlflow_loads(pruned, tmp_path, monkeypatch):
@@ -158,9 +153,25 @@ def test_a_prune_folder_exports_as_sparse_at_the_reported_memory_footprint(prune
             ["--out", "is a file, not a folder"],
         ),
         (["{ticket}", "--format", "dense", "--out", "{tmp}"], ["--out", "is a folder"]),
+        (
+            ["{ticket}", "--format", "dense", "--out", "{tmp}/pipe"],
+            ["--out", "is a named pipe (FIFO), not a file"],
+        ),
+        (
+            ["{ticket}", "--format", "sparse", "--out", "{ticket}"],
+            ["--out", "is the source ticket itself"],
+        ),
+        (
+            ["{ticket}", "--format", "sparse", "--out", "{tmp}/link.safetensors"],
+            ["--out", "is the source ticket itself"],
+        ),
         (["{init}", "--format", "dense"], ["initial weights, not a ticket"]),
         (["{tmp}", "--format", "dense"], ["no round-N.safetensors ticket"]),
         (["0" * 32, "--format", "dense"], ["is a run id", "--tracking-uri"]),
+        (
+            ["{ticket}", "--format", "dense", "--register", "net", "--tracking-uri", "bogus://x"],
+            ["--tracking-uri bogus://x", "MLflow stores no runs at bogus:"],
+        ),
         (
             ["0" * 32, "--format", "dense", "--tracking-uri", "sqlite:///{tmp}/none.db"],
             ["no MLflow database", "none.db"],
@@ -176,9 +187,13 @@ def test_a_prune_folder_exports_as_sparse_at_the_reported_memory_footprint(prune
         "nothing-removable",
         "out-under-file",
         "out-is-folder",
+        "out-is-fifo",
+        "out-is-the-source",
+        "out-links-to-the-source",
         "init",
         "no-tickets",
         "run-id-no-uri",
+        "register-bogus-uri",
         "run-id-no-db",
         "unknown-run",
     ],
@@ -187,6 +202,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     pruned, unstructured_ticket, tmp_path, monkeypatch, arguments, words
 ):
     (tmp_path / "file.txt").write_text("a file, not a folder")
+    os.mkfifo(tmp_path / "pipe")  # `--out` a FIFO: replacing it would replace whatever it is
+    (tmp_path / "link.safetensors").symlink_to(unstructured_ticket)
+    source = unstructured_ticket.read_bytes()
     values = {
         "missing": tmp_path / "nope" / "round-1.safetensors",
         "ticket": unstructured_ticket,
@@ -206,3 +224,4 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     for word in words:
         assert word in lines[0], lines[0]
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even a folder
+    assert unstructured_ticket.read_bytes() == source  # the source ticket is as it was

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "recipe",
                 "results",
                 "shipped",
+                "yamlio",
             )
         ),
     ),

@@ -1,4 +1,5 @@
-"""The Python API: `sparsetune.prune(...)` and `sparsetune.search(...)` for notebooks and scripts.
+"""The Python API: `sparsetune.prune(...)`, `sparsetune.search(...)` and its coroutine
+`sparsetune.search_async(...)`, for notebooks and scripts.
 
 The same application functions as the CLI, called with keyword arguments instead of flags: each
 keyword is a field of the command's option model (`PruneOptions`, `SweepConfig`), spelled as the
@@ -12,10 +13,15 @@ instance (copied; its weights are the dense stage, as `weights=` a file's would 
 building one (the dense stage trains), and `(train, test)` pairs of tensors `(x, y)` or of
 `Dataset`s. Each is registered under a name holding a hash of its content, which the run's
 records and tickets carry; a sweep ships the objects to its Ray workers.
+
+One sweep runs at a time in a process: they share the process's Ray, which a sweep that started
+it shuts down at its end. A second `search` (or `search_async`) waits for the first to end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,6 +40,10 @@ if TYPE_CHECKING:
 
     from sparsetune.app.prune import PruneResult
     from sparsetune.search.sweep import SweepOutcome
+
+
+# Held by the sweep running in this process (see the module's docstring).
+_ONE_SWEEP = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,8 @@ def search(
 ) -> SearchRun:
     """Run a sweep as `sparsetune search` does (an `out=` folder holding an unfinished sweep of
     the same options continues it) and return its front. A sweep that has already finished in
-    `out=` is not run again: its recorded front is returned."""
+    `out=` is not run again: its recorded front is returned. Called while another sweep runs in
+    this process, it waits for that one to end."""
     import os
 
     from sparsetune.app.search import search as run
@@ -126,10 +137,20 @@ def search(
     values = {"objective": objective, "trials": trials, **options} | _named(model, data, options)
     sweep = _options(SweepConfig, values)
     console = _console(quiet)
-    result = run(sweep, console=console)
+    with _ONE_SWEEP:
+        result = run(sweep, console=console)
     if result is None:  # finished before: read what it recorded
         return _finished_run(sweep.sweep_dir)
     return _search_run(result.outcome)
+
+
+async def search_async(model: Any, **keywords: Any) -> SearchRun:
+    """`search(model, **keywords)` as a coroutine, for an event loop that must go on meanwhile (a
+    Jupyter kernel, an async application): the sweep runs in a worker thread
+    (`asyncio.to_thread`), the loop stays free, and awaiting it gives the `SearchRun` (or raises
+    what `search` raises). Cancelling the awaiting task does not stop the sweep: its thread runs
+    to the sweep's end."""
+    return await asyncio.to_thread(search, model, **keywords)
 
 
 def _named(model: Any, data: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,7 +162,7 @@ def _named(model: Any, data: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     named: dict[str, Any] = {"model": model, "dataset": data}
     try:
         if not isinstance(data, str):
-            named["dataset"] = objects.data_name(data)
+            named["dataset"] = objects.data_name(data, options.get("memory_budget_gb"))
         if not isinstance(model, str):
             from torch import nn
 
@@ -184,10 +205,13 @@ def _search_run(outcome: SweepOutcome) -> SearchRun:
 
 def _finished_run(sweep_dir: Path) -> SearchRun:
     from sparsetune.report.review import load_sweep
+    from sparsetune.results import read_trials_csv
     from sparsetune.search.state import read_state
 
     results, state = load_sweep(sweep_dir), read_state(sweep_dir)
-    failed = [row for row in results.rows if row.get("status") == "failed"]
+    # results.rows holds the rows that count (status ok); the failures are in trials.csv too.
+    rows = read_trials_csv(sweep_dir / "trials.csv")
+    failed = [row.model_dump() for row in rows if row.status == "failed"]
     return SearchRun(
         front=[_front_point(sweep_dir, row) for row in results.front],
         hypervolume=float(results.hypervolume or 0.0),

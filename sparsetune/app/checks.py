@@ -6,6 +6,7 @@ first file, folder or MLflow run. Heavy libraries are imported inside the check 
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from sparsetune.app.console import say
 from sparsetune.app.errors import BadInput
-from sparsetune.validation import describe_validation_error
+from sparsetune.validation import PathKind, check_path_kind, describe_validation_error
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -116,17 +117,71 @@ def check_device(device: str) -> None:
         raise BadInput(f"--{error}") from None
 
 
-def check_gpus(sweep: SweepConfig) -> None:
-    """GPUs per trial on a local Ray need a GPU here; a cluster's may be on other nodes."""
-    if not sweep.gpus_per_trial or sweep.address:
-        return
-    import torch
+def check_resources(sweep: SweepConfig) -> None:
+    """One trial's `--cpus-per-trial` and `--gpus-per-trial` fit one machine: this one for a
+    local Ray (sized as `search.tuner.start_ray` sizes it: every CPU, the GPUs unless --device
+    cpu), else the largest live node of the `--address` cluster (joined after `check_cluster`).
+    Ray would otherwise queue the trials for a placement it can never make, a silent hang.
+    Under Ray Client the cluster's scheduler answers for itself."""
+    from sparsetune.search.options import is_ray_client
 
-    if not torch.cuda.is_available():
+    if is_ray_client(sweep.address):
+        return
+    if sweep.address:
+        cpus, gpus = _largest_node(sweep.address)
+        where = f"the largest node of the cluster at {sweep.address} has"
+        fix = "ask for at most that, or add a larger node"
+    else:
+        cpus = float(os.cpu_count() or 1)
+        gpus = 0.0
+        if sweep.gpus_per_trial and sweep.device != "cpu":
+            import torch
+
+            gpus = float(torch.cuda.device_count())
+        where = "this machine has"
+        fix = "ask for at most that, or join a larger cluster with --address (docs/cluster.md)"
+    if sweep.cpus_per_trial > cpus:
         raise BadInput(
-            f"--gpus-per-trial {sweep.gpus_per_trial:g}: no CUDA device is visible here; run "
-            "without it, or join a cluster with GPUs with --address (docs/cluster.md)"
+            f"--cpus-per-trial {sweep.cpus_per_trial:g}: {where} {cpus:g} CPUs, and Ray would "
+            f"wait for ever to place a trial; {fix}"
         )
+    wanted = sweep.gpus_per_trial or 0
+    if wanted and not gpus and not sweep.address:
+        raise BadInput(
+            f"--gpus-per-trial {wanted:g}: no CUDA device is visible here; run without it, or "
+            "join a cluster with GPUs with --address (docs/cluster.md)"
+        )
+    if wanted > gpus:
+        raise BadInput(
+            f"--gpus-per-trial {wanted:g}: {where} {gpus:g} GPUs, and Ray would wait for ever to "
+            f"place a trial; {fix}"
+        )
+
+
+def _largest_node(address: str) -> tuple[float, float]:
+    """(CPUs, GPUs) of the largest live node of the cluster at `address`, each the most any one
+    node has: a trial runs on one node. Joins the cluster for the question and leaves it (a
+    Ray this process had joined already is asked and left alone)."""
+    import ray
+
+    joined = not ray.is_initialized()
+    try:
+        if joined:
+            ray.init(
+                address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True
+            )
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    except Exception as error:  # Ray's refusal (version, token): one line, not its trace
+        problem = (str(error).strip().splitlines() or [""])[0][:200]
+        raise BadInput(
+            f"--address {address}: cannot join the cluster ({type(error).__name__}: {problem}); "
+            "check the address and that the cluster runs this Ray version (docs/cluster.md)"
+        ) from None
+    finally:
+        if joined and ray.is_initialized():
+            ray.shutdown()
+    cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    return cpus, max((node.get("GPU", 0.0) for node in nodes), default=0.0)
 
 
 def check_cluster(address: str) -> None:
@@ -166,22 +221,64 @@ def check_cluster(address: str) -> None:
         ) from None
 
 
+def check_kind(path: Path, expected: PathKind, option: str) -> None:
+    """`path` is a regular file or a folder as `expected`, or not there yet and creatable
+    (`validation.check_path_kind`, the one check of path kinds); BadInput naming `option`."""
+    try:
+        check_path_kind(path, expected, option)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
 def check_writable(path: Path, option: str) -> None:
     """The folder can be created and written, without creating it now."""
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{option} {path}: exists and is not a folder; pass a folder path")
+    check_kind(path, "folder", option)
     check_can_create(path, option, f"pass {option} to a folder you can write")
 
 
 def checked_out_file(path: Path, option: str = "--out") -> Path:
-    """A file path whose folder exists or can be created, and can be written; nothing created."""
+    """A file path whose folder exists or can be created, and can be written; nothing created.
+    An existing path must be a regular file: never a folder, a FIFO or a device."""
     path = path.expanduser().resolve()
     if path.is_dir():
         raise BadInput(
             f"{option} {path}: is a folder; pass a file path, e.g. {path / 'model.safetensors'}"
         )
+    check_kind(path, "file", option)
     check_can_create(path, option, "pass a path in a folder you can write")
     return path
+
+
+def check_stores(cache_dir: Path, tracking_uri: str | None) -> None:
+    """Where a run writes besides its folder can be written: the dense cache (`--cache-dir`)
+    and the MLflow store of `--tracking-uri` (a SQLite file, which must be one if it exists;
+    a file store's folder). A server's URI is left to the server. Nothing is created."""
+    from sparsetune.search.options import sqlite_file
+
+    check_writable(cache_dir, "--cache-dir")
+    if tracking_uri is None:
+        return
+    database = sqlite_file(tracking_uri)
+    if database is None:
+        if Path(tracking_uri).is_absolute():  # a file store's folder (MLFLOW_ALLOW_FILE_STORE)
+            check_writable(Path(tracking_uri), "--tracking-uri")
+        return
+    option = f"--tracking-uri {tracking_uri}"
+    check_kind(database, "file", "--tracking-uri")
+    check_can_create(database, "--tracking-uri", "pass sqlite:///PATH in a folder you can write")
+    if not database.exists():
+        return
+    if not os.access(database, os.R_OK | os.W_OK):
+        raise BadInput(f"{option}: cannot write {database}; pass a database file you can write")
+    with database.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise BadInput(
+            f"{option}: {database} is not an SQLite database; pass a new file or an MLflow one"
+        )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
 
 
 def check_can_create(path: Path, option: str, fix: str) -> None:
@@ -216,6 +313,7 @@ def check_model(model: str, splits: Splits, weights: Path | None = None) -> None
         if problem.startswith(prefix):  # build_model names the model too: say it once
             problem = problem.removeprefix(prefix).removeprefix(":").strip()
         raise BadInput(f"--model {model}: {problem}") from None
+    _check_prunable(model, built)
     if weights is not None:
         from sparsetune.models.weights import load_weights
 
@@ -244,6 +342,24 @@ def check_model(model: str, splits: Splits, weights: Path | None = None) -> None
             f"--model {model}: its output has {output.shape[-1]} classes, the data has "
             f"{splits.num_classes}; give the factory a num_classes argument (sparsetune passes "
             "it) or make its last layer output that many"
+        )
+
+
+def _check_prunable(model: str, built: Any) -> None:
+    """A model with nothing to prune has no compression to report (it would be 0/0: "infx",
+    and Infinity in the result files): refused, naming what sparsetune prunes."""
+    from sparsetune.pruning.masking import prunable_parameters
+
+    names = prunable_parameters(built)
+    if sum(built.get_parameter(name).numel() for name in names) == 0:
+        what = (
+            f"its {len(names)} Linear or Conv layer(s) have empty weights"
+            if names
+            else "it has no Linear or Conv layer"
+        )
+        raise BadInput(
+            f"--model {model}: {what}, so nothing to prune; point --model at a network with "
+            "such layers (sparsetune prunes their weights)"
         )
 
 

@@ -1,6 +1,10 @@
 """`sparsetune export`: a ticket, from a file, a `prune --out` folder or an MLflow run id, written
 as a dense, sparse or structured model file, and registered in MLflow's model registry if asked.
-Every check runs before the file is written; the file is written last."""
+
+Every check runs before the file is written: `--out` is a regular file or not there yet (never
+a folder, a FIFO, a device, nor the source ticket itself); the ticket's header and tensors are
+checked, its model is built (user code named by the header only with `--trust-code`), and the
+whole file is encoded in memory. Then the file is written atomically, and registered last."""
 
 from __future__ import annotations
 
@@ -41,10 +45,12 @@ def export(
     *,
     register: str | None = None,
     tracking_uri: str | None = None,
+    trust_code: bool = False,
 ) -> ExportResult:
     """Write the ticket at `source` (a file, a folder's final round, or a run id in the MLflow
     store at `tracking_uri`, else $MLFLOW_TRACKING_URI) to `out` in `format`; with `register`,
-    also register it under that name in the store's model registry."""
+    also register it under that name in the store's model registry. `trust_code` lets a
+    ticket whose header names a user factory (`package.module:factory`) import it."""
     from sparsetune.export.header import EXPORT_FORMATS
 
     if format not in EXPORT_FORMATS:
@@ -53,7 +59,7 @@ def export(
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     path, run_id = _checked_source(source, uri, register)
 
-    from sparsetune.export import encode, read_ticket
+    from sparsetune.export import encode, find_ticket, read_ticket
 
     with tempfile.TemporaryDirectory(prefix="sparsetune-export-") as scratch:
         try:
@@ -61,24 +67,44 @@ def export(
                 from sparsetune.tracking.model_registry import download_final_ticket
 
                 path = download_final_ticket(run_id, uri, Path(scratch))
-            ticket = read_ticket(path)  # reads the tensors into memory: scratch may go
+            else:
+                _check_not_the_source(out, find_ticket(path))
+            ticket = read_ticket(path, trust_code=trust_code)  # tensors in memory: scratch may go
             exported = encode(ticket, format)
+            parameters = sum(p.numel() for p in exported.model.parameters())  # builds it
+            data = exported.to_bytes()
         except ValueError as error:
             raise BadInput(str(error)) from None
+    try:  # everything above succeeded: nothing is left behind before this
+        exported.write(out, data)  # atomically: a failed write leaves no partial file
+    except OSError as error:  # the disk filled up, or the folder changed since it was checked
+        raise BadInput(
+            f"--out {out}: cannot write it ({error.strerror or type(error).__name__}); pass a "
+            "path in a folder you can write"
+        ) from None
     registered = _registered(exported, register, uri, run_id) if register else None
-    exported.write(out)  # last: any refusal above leaves nothing behind
     info = exported.info
     return ExportResult(
         out=str(out),
         format=format,
-        bytes=exported.size,
+        bytes=len(data),
         compression=info.get("compression"),
         architecture=info.get("architecture"),
-        parameters=sum(p.numel() for p in exported.model.parameters()),
+        parameters=parameters,
         model=info["model"],
         source=str(ticket.path) if run_id is None else f"run {run_id} {ticket.path.name}",
         registered=registered,
     )
+
+
+def _check_not_the_source(out: Path, ticket: Path) -> None:
+    """`--out` must not be the ticket being exported (or a link to it): writing would replace
+    the source with its own export."""
+    if out.exists() and os.path.samefile(out, ticket):
+        raise BadInput(
+            f"--out {out}: is the source ticket itself; pass another path, e.g. "
+            f"{out.with_name(out.stem + '-export.safetensors')}"
+        )
 
 
 def _checked_source(source: str, uri: str | None, register: str | None) -> tuple[Path, str | None]:
@@ -100,6 +126,13 @@ def _checked_source(source: str, uri: str | None, register: str | None) -> tuple
             f"{needs}: needs an MLflow store; pass --tracking-uri (e.g. sqlite:///path/mlflow.db) "
             "or set MLFLOW_TRACKING_URI"
         )
+    if (run_id or register) and uri:  # the store is checked before anything is written
+        from sparsetune.search.options import check_tracking_uri
+
+        try:
+            check_tracking_uri(uri)
+        except ValueError as error:
+            raise BadInput(f"--tracking-uri {error}") from None
     database = local_sqlite_path(uri) if run_id and uri else None
     if database is not None and not database.is_file():
         raise BadInput(

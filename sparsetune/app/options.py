@@ -23,15 +23,19 @@ from sparsetune.config import (
 )
 from sparsetune.search.options import (
     DEFAULT_DATASET,
+    TRACKING_HELP,
     CacheDirOption,
     DataDirOption,
     DatasetOption,
     DeviceOption,
     MemoryBudgetOption,
     ModelOption,
+    SeedOption,
     SubsetOption,
+    TrackingUriOption,
     ValSizeOption,
     WeightsOption,
+    checked_paths,
     existing_weights,
     later_default,
     marks,
@@ -62,14 +66,17 @@ class PruneOptions(Frozen):
         "output folder", "./sparsetune-runs/prune-<model>-<method>"
     )
     cache_dir: CacheDirOption = DEFAULT_CACHE_DIR
-    tracking_uri: str | None = later_default("record an MLflow run there", "no MLflow")
+    tracking_uri: TrackingUriOption | None = later_default(
+        f"record an MLflow run there: {TRACKING_HELP}", "no MLflow"
+    )
     experiment: str = Field("sparsetune-prune", description="MLflow experiment")
     val_size: ValSizeOption = DEFAULT_VAL_SIZE
-    seed: int = Field(0, description="seed of initialisation and training")
+    seed: SeedOption = Field(0, description="seed of initialisation and training (0 to 2**32-1)")
     device: DeviceOption = "auto"
     weights: WeightsOption = None
 
     _weights_exist = field_validator("weights")(existing_weights)
+    _path_kinds = checked_paths({"data_dir": "folder", "cache_dir": "folder", "out": "folder"})
 
     @property
     def folder(self) -> Path:

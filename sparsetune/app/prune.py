@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from sparsetune.app.checks import check_device, check_model, check_writable
+from sparsetune.app.checks import check_device, check_model, check_stores, check_writable
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
 from sparsetune.app.options import PruneOptions
+from sparsetune.atomic import atomic_file, atomic_write_text
 from sparsetune.config import DataConfig, TrialConfig
 from sparsetune.identity import trial_hash
 from sparsetune.validation import describe_validation_error
@@ -85,6 +86,7 @@ def prune(options: PruneOptions, *, console: Console | None = None) -> PruneResu
     config, recipe = trial_config(options)
     folder = options.folder
     check_writable(folder, "--out")
+    check_stores(options.cache_dir, options.tracking_uri)
     check_trial(config)
     console = progress_console(console)
     dense = f"dense {config.train.epochs} epochs ({recipe.source})"
@@ -128,6 +130,10 @@ def prune(options: PruneOptions, *, console: Console | None = None) -> PruneResu
         if created:
             shutil.rmtree(folder, ignore_errors=True)
         raise BadInput(f"training diverged ({error}); lower the learning rate") from None
+    except KeyboardInterrupt:  # Ctrl-C: no half-written output folder (the CLI says "interrupted")
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
@@ -140,7 +146,7 @@ def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
     except ValueError as error:
         raise BadInput(str(error)) from None
     if options.epochs is not None:
-        recipe = recipe.scaled_to(options.epochs)
+        recipe = recipe.scaled_to(options.epochs, _config_defaults(options.method))
     data = DataConfig(
         name=options.dataset,
         data_dir=options.data_dir,
@@ -164,6 +170,21 @@ def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
         # Method parameters come from --set; name the option the user typed.
         raise BadInput(f"--set: {message}" if "params." in message else message) from None
     return config, recipe
+
+
+def _config_defaults(method: str) -> dict[str, object]:
+    """The method's knobs at their Config defaults (none for a name the checks will refuse)."""
+    from sparsetune.pruning import METHOD_CONFIGS
+
+    try:
+        config = METHOD_CONFIGS[method]
+    except ValueError:
+        return {}
+    return {
+        name: field.default
+        for name, field in config.model_fields.items()
+        if not field.is_required() and field.default_factory is None
+    }
 
 
 def check_trial(config: TrialConfig) -> None:
@@ -236,7 +257,8 @@ def run_pruning(
         recorder.finish()
     run_id = recorder.run_id if recorder else None
     result = PruneResult(config, config_hash, trial.results, out, run_id, smaller, footprint)
-    (out / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str) + "\n")
+    summary = json.dumps(result.summary(), indent=2, default=str)
+    atomic_write_text(out / "result.json", summary + "\n")
     return result
 
 
@@ -262,5 +284,6 @@ def export_smaller_model(model: Any, input_shape: tuple[int, ...], out: Path) ->
     batch = torch.export.Dim("batch")
     program = torch.export.export(smaller.eval(), (example,), dynamic_shapes=({0: batch},))
     path = out / "smaller-model.pt2"
-    torch.export.save(program, path)
+    with atomic_file(path) as staging:
+        torch.export.save(program, staging)
     return path

@@ -28,4 +28,11 @@ def report(sweep_dir: Path) -> ReportResult:
     except NotASweep as error:
         raise BadInput(str(error)) from None
     check_writable(results.folder, "SWEEP_DIR")
-    return ReportResult(results, write_review(results.folder))
+    try:
+        written = write_review(results.folder)
+    except NotASweep as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:  # none of the three files was moved into place
+        where = error.filename2 or error.filename or results.folder
+        raise BadInput(f"{where}: cannot write the review there ({error.strerror})") from None
+    return ReportResult(results, written)

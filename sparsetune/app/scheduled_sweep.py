@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sparsetune.app.checks import check_writable, checked_space, space_for_weights
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
-from sparsetune.app.search import SearchResult, run_checked
+from sparsetune.app.search import SearchResult, SweepCommand, run_checked
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,11 +70,14 @@ def sweep(
         else EXIT_FINISHED
     )
     if not dry_run:
+        # A stop signal ends the command (SweepInterrupted); running the spec again continues.
+        command = SweepCommand("out", "wait for it", f"sparsetune sweep {spec_path}")
         for step in steps:
             if step.plan.action != "nothing":
-                on_result(
-                    run_checked(step.sweep, step.space, step.unfinished, step.points, console)
+                result = run_checked(
+                    step.sweep, step.space, step.unfinished, step.points, console, command=command
                 )
+                on_result(result)
     return code
 
 

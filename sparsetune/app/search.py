@@ -8,8 +8,9 @@ Optuna and torch are imported only once the input is known good.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from sparsetune.app.checks import (
     check_cluster,
     check_device,
-    check_gpus,
     check_model,
+    check_resources,
+    check_stores,
     check_writable,
     checked_data,
     checked_enqueue,
@@ -57,21 +59,27 @@ def search(
     holds an unfinished sweep of the same options continues it (the same command run again after
     a kill). None, said on `console`, when the sweep has finished already."""
     console = progress_console(console)
-    sweep, unfinished = sweep_to_run(options, resume, console)
-    if sweep is None:
-        return None
+    sweep, recorded = sweep_to_run(options, resume)
+    finished = recorded is not None and recorded.status == "finished"
+    if finished and resume is not None:  # its recorded options: nothing to compare
+        return _nothing_to_do(sweep.sweep_dir, console)
     space = space_for_weights(sweep, checked_space(sweep))
-    if unfinished is not None:
-        check_same_sweep(unfinished, sweep, space, resume)
+    if recorded is not None:
+        check_same_sweep(recorded, sweep, space, resume)
+    if finished:
+        return _nothing_to_do(sweep.sweep_dir, console)
+    unfinished = recorded
     check_writable(sweep.sweep_dir, "--out")
-    return run_checked(sweep, space, unfinished, checked_enqueue(sweep, space, console), console)
+    enqueued = checked_enqueue(sweep, space, console)
+    command = SweepCommand.search(sweep.sweep_dir, resumed=resume is not None)
+    return run_checked(sweep, space, unfinished, enqueued, console, command=command)
 
 
 def sweep_to_run(
-    options: SweepConfig | Mapping[str, Any], resume: Path | None, console: Console
-) -> tuple[SweepConfig | None, SweepState | None]:
-    """(the sweep to run, the state of the unfinished sweep it continues or None); (None, None)
-    when the sweep has finished (said on `console`)."""
+    options: SweepConfig | Mapping[str, Any], resume: Path | None
+) -> tuple[SweepConfig, SweepState | None]:
+    """(the sweep to run, the state its folder records, finished or not, or None for a new
+    sweep)."""
     model = options.model if isinstance(options, SweepConfig) else options.get("model")
     if resume is None:
         sweep = options if isinstance(options, SweepConfig) else _new_sweep(options)
@@ -80,8 +88,8 @@ def sweep_to_run(
         folder, option = resume.expanduser().resolve(), "--resume"
     try:
         state = read_state(folder) if folder.is_dir() else None
-    except ValueError as error:
-        raise BadInput(f"{option} {folder}: {error}") from None
+    except ValueError as error:  # the message names the state file
+        raise BadInput(f"{option}: {error}") from None
     if resume is not None:
         if state is None:
             raise BadInput(
@@ -93,17 +101,22 @@ def sweep_to_run(
                 f"--resume {folder}: its sweep is of --model {state.config.get('model')}, not "
                 f"{model}; drop --model, or pass another folder"
             )
-        sweep = validated(SweepConfig, {**state.config, "out": str(folder)})
-    if state is None:
-        return sweep, None
-    if state.status == "finished":
-        say(
-            console,
-            f"sparsetune: the sweep in {folder} has finished; nothing to do (results in "
-            f"{folder / 'pareto.json'}); pass another --out for a new sweep",
-        )
-        return None, None
+        try:
+            sweep = validated(SweepConfig, {**state.config, "out": str(folder)})
+        except BadInput as error:
+            raise BadInput(
+                f"--resume {folder}: its {STATE_FILE} records options this version refuses "
+                f"({error}); restore the file, or start the sweep anew in another --out"
+            ) from None
     return sweep, state
+
+
+def _nothing_to_do(folder: Path, console: Console) -> None:
+    say(
+        console,
+        f"sparsetune: the sweep in {folder} has finished; nothing to do (results in "
+        f"{folder / 'pareto.json'}); pass another --out for a new sweep",
+    )
 
 
 def _new_sweep(given: Mapping[str, Any]) -> SweepConfig:
@@ -118,14 +131,35 @@ def _new_sweep(given: Mapping[str, Any]) -> SweepConfig:
 def check_same_sweep(
     state: SweepState, sweep: SweepConfig, space: SearchSpace, resume: Path | None
 ) -> None:
-    """A sweep continued with other options would mix trials of two sweeps in one record."""
+    """A sweep continued with other options would mix trials of two sweeps in one record; the
+    results of a finished one are not those of other options."""
     changed = state.differences(sweep, space)
     if changed:
         folder = sweep.sweep_dir
+        kind = "a finished" if state.status == "finished" else "an unfinished"
         fix = "restore them" if resume else f"pass the same options, --resume {folder},"
         raise BadInput(
-            f"--out {folder}: holds an unfinished sweep whose {', '.join(changed)} differ "
+            f"--out {folder}: holds {kind} sweep whose {', '.join(changed)} "
+            f"{'differ' if len(changed) > 1 else 'differs'} "
             f"from these; {fix} or pass another --out for a new sweep"
+        )
+
+
+@dataclass(frozen=True)
+class SweepCommand:
+    """How the command running a sweep is named to its user: the option that names the sweep's
+    folder, what to do when another process holds it, and the command that continues it."""
+
+    option: str
+    busy_fix: str
+    continue_with: str
+
+    @classmethod
+    def search(cls, folder: Path, *, resumed: bool) -> SweepCommand:
+        return cls(
+            "--resume" if resumed else "--out",
+            "wait for it" if resumed else "wait for it, or pass another --out",
+            f"sparsetune search --resume {folder}",
         )
 
 
@@ -135,18 +169,24 @@ def run_checked(
     unfinished: SweepState | None,
     enqueued: list[dict[str, Any]] | None,
     console: Console,
+    *,
+    command: SweepCommand | None = None,
 ) -> SearchResult:
     """Run a checked sweep (new, or continuing `unfinished`), progress on `console`. Its own
-    checks (data, device, GPUs, cluster) come first: they need the heavy libraries."""
+    checks (data, device, GPUs, cluster) come first: they need the heavy libraries. Then the
+    sweep folder's lock, its first write, held until the sweep ends; and SIGINT and SIGTERM
+    stop the sweep resumable (`SweepInterrupted`, saying how to continue: `command`)."""
+    command = command or SweepCommand.search(sweep.sweep_dir, resumed=False)
     through_client = is_ray_client(sweep.address)
     if not through_client:  # under Ray Client the data and devices are the cluster's
+        check_stores(sweep.cache_dir, sweep.tracking_uri)
         splits = checked_data(sweep)
         check_model(sweep.model, splits, sweep.weights)
         check_device(sweep.device)
-        check_gpus(sweep)
     if sweep.address:
         _send_cluster_token_if_present()
         check_cluster(sweep.address)
+    check_resources(sweep)
     from sparsetune.search.sweep import prepare_dense, run_sweep
     from sparsetune.train.loop import TrainingDiverged
 
@@ -159,20 +199,53 @@ def run_checked(
             except DataUnreadable as error:
                 raise BadInput(str(getattr(error, "cause", None) or error)) from None
         else:
-            dense = prepare_dense(sweep, space, splits, console)
-            outcome = run_sweep(
-                sweep,
-                space,
-                dense,
-                console,
-                num_classes=splits.num_classes,
-                enqueued=enqueued,
-                resume=unfinished,
-            )
+            from sparsetune.search.interrupt import StopSignals
+
+            with (
+                _sweep_folder_locked(sweep.sweep_dir, unfinished, command) as unfinished,
+                StopSignals(sweep.sweep_dir, command.continue_with) as stop,
+            ):
+                dense = prepare_dense(sweep, space, splits, console)
+                outcome = run_sweep(
+                    sweep,
+                    space,
+                    dense,
+                    console,
+                    num_classes=splits.num_classes,
+                    enqueued=enqueued,
+                    resume=unfinished,
+                    stop=stop,
+                )
     except TrainingDiverged as error:
         cause = getattr(error, "cause", None) or error  # a Ray task's error wraps it
         raise BadInput(f"the dense stage diverged ({cause}); lower train.lr in the space") from None
     return SearchResult(sweep, outcome)
+
+
+@contextlib.contextmanager
+def _sweep_folder_locked(
+    folder: Path, unfinished: SweepState | None, command: SweepCommand
+) -> Iterator[SweepState | None]:
+    """Hold the sweep folder's lock; yields its state as read under the lock, which must be the
+    one the checks saw (another process may have run the sweep meanwhile)."""
+    from sparsetune.search.lock import SweepFolderBusy, sweep_folder_lock
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(sweep_folder_lock(folder))
+        except SweepFolderBusy as error:
+            raise BadInput(f"{command.option} {folder}: {error}; {command.busy_fix}") from None
+        try:
+            now = read_state(folder)
+        except ValueError as error:
+            raise BadInput(f"{command.option} {folder}: {error}") from None
+        before = unfinished and (unfinished.sweep_id, unfinished.status)
+        if (now and (now.sweep_id, now.status)) != before:
+            raise BadInput(
+                f"{command.option} {folder}: another sparsetune changed this sweep while this "
+                "one started; run the command again"
+            )
+        yield now
 
 
 def _send_cluster_token_if_present() -> None:

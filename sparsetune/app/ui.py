@@ -1,7 +1,8 @@
 """`sparsetune ui`: MLflow's own UI on a sweep's tracking store, served until it is stopped.
 
-`ui_store` resolves and checks the input (which store, a free address) before anything starts;
-`serve` runs the server until Ctrl-C or a stop signal, and raises `UiFailed` if it dies on its own.
+`ui_store` resolves and checks the input (which store, that it is one, a free address) before
+anything starts; `serve` runs the server until Ctrl-C or a stop signal (warning first when it
+listens beyond this machine), and raises `UiFailed` if it dies on its own.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
 
 def ui_store(options: UiOptions) -> str:
     """The store to serve (`tracking_uri`, else the sweep folder's: `out`, else the one sweep
-    under ./sparsetune-runs), with (host, port) free to listen on."""
-    from sparsetune.tracking.ui import UiInputError, check_address, resolve_store
+    under ./sparsetune-runs), with (host, port) free to listen on, checked to be an MLflow store
+    (read only) before the server could write its schema into some other file."""
+    from sparsetune.tracking.ui import UiInputError, check_address, check_store, resolve_store
 
     try:
         store = resolve_store(options.out, options.tracking_uri)
         check_address(options.host, options.port)
+        check_store(store)
     except UiInputError as error:
         raise BadInput(str(error)) from None
     return store
@@ -42,7 +45,7 @@ def serve(
 ) -> None:
     """Serve `store` until Ctrl-C, SIGTERM or SIGHUP; `on_ready` once it answers, with the
     sweep experiments it holds. UiFailed when the server stops on its own."""
-    from sparsetune.tracking.ui import MlflowUi, UiFailed
+    from sparsetune.tracking.ui import MlflowUi, UiFailed, exposure
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
@@ -52,6 +55,9 @@ def serve(
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     handlers = {sig: signal.signal(sig, _stop) for sig in stop_signals}
     server = MlflowUi(store, options.host, options.port)
+    warning = exposure(options.host, options.port)
+    if warning:
+        say(console, f"sparsetune: warning: {warning}")
     say(console, f"starting the MLflow UI on {store}")
     try:
         server.start()
@@ -60,6 +66,8 @@ def serve(
         except (OSError, ValueError, KeyError):
             experiments = []
         on_ready(server, experiments)
+        if server.network_url:
+            say(console, f"from other machines: {server.network_url}")
         say(console, f"server log: {server.log_path}; Ctrl-C stops it")
         code = server.wait()
         raise UiFailed(f"the MLflow server stopped on its own (code {code}): {server.log_tail()}")

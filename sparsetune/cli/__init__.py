@@ -7,19 +7,23 @@ models (`cli.options`). Heavy libraries load inside the application's calls, so 
 
 Bad input (`sparsetune.app.errors.BadInput`) gets one line on stderr naming the problem and the
 fix, exit code 2, and nothing is written: every check runs before the first folder or MLflow run
-is created.
+is created. A sweep stopped by SIGINT or SIGTERM (`search.interrupt`) exits 130 or 143 with one
+line saying how to continue it; Ctrl-C anywhere else exits 130 ("interrupted").
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import NoReturn
+import threading
+from typing import Any, NoReturn
 
 import typer
 
 from sparsetune.app.errors import BadInput
 from sparsetune.cli.commands import app
+from sparsetune.search.interrupt import SweepAborted, SweepInterrupted
 from sparsetune.train.allocator import keep_freed_memory
 
 EXIT_BAD_INPUT = 2
@@ -28,8 +32,16 @@ EXIT_INTERRUPTED = 130
 __all__ = ["app", "main"]
 
 
+# The longest error line printed: a message that quotes what it was given (a path, a value, a
+# library's own words) is cut here, so no input can turn the one line into a screenful.
+MAX_ERROR_CHARS = 500
+
+
 def _fail(message: str) -> NoReturn:
-    print(f"sparsetune: error: {message}", file=sys.stderr)
+    line = " ".join(message.split())
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 1] + "…"
+    print(f"sparsetune: error: {line}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -39,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     keep_freed_memory()  # a process-wide allocator setting: the entry point's choice
     command = typer.main.get_command(app)
+    ctrl_c = _CtrlC.install()
     try:
         code = command.main(args=argv, prog_name="sparsetune", standalone_mode=False)
     except BadInput as error:
@@ -51,7 +64,46 @@ def main(argv: list[str] | None = None) -> int:
         message = error.format_message().replace("\n", " ").rstrip(".")
         command = context.command_path if context is not None else "sparsetune"
         _fail(f"{message}; see '{command} --help'")
-    except typer.Abort:
+    except (SweepInterrupted, SweepAborted) as stopped:  # the sweep is saved: how to go on
+        print(f"sparsetune: {stopped.line}", file=sys.stderr)
+        return stopped.exit_code
+    except typer.Abort as error:
+        # click's reading of an EOFError, meant for Ctrl-D at a prompt; sparsetune asks nothing,
+        # so it is a file or stream that ended early: shown as what it is, not "interrupted".
+        if isinstance(error.__cause__, EOFError):
+            raise error.__cause__ from None
         print("sparsetune: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        ctrl_c.uninstall()
+    if ctrl_c.came and code == EXIT_INTERRUPTED:  # typer's silent exit 130 for a Ctrl-C
+        print("sparsetune: interrupted", file=sys.stderr)
     return code if isinstance(code, int) else 0
+
+
+class _CtrlC:
+    """Python's own Ctrl-C (KeyboardInterrupt), remembered: typer turns a KeyboardInterrupt into
+    exit code 130 without a word, and the user should read why the command stopped. Installed
+    only over Python's default handler (not where SIGINT is ignored, nor outside the main
+    thread); a sweep holds SIGINT itself while it runs (`search.interrupt`)."""
+
+    def __init__(self, previous: Any = None) -> None:
+        self.previous = previous
+        self.came = False
+
+    @classmethod
+    def install(cls) -> _CtrlC:
+        main_thread = threading.current_thread() is threading.main_thread()
+        if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return cls()
+        ctrl_c = cls(signal.default_int_handler)
+        signal.signal(signal.SIGINT, ctrl_c.handle)
+        return ctrl_c
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.came = True
+        raise KeyboardInterrupt
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -64,8 +64,9 @@ def space(given: dict[str, Any]) -> None:
 SWEEP_EPILOG = (
     f"Exit codes: {EXIT_FINISHED} a new sweep ran to its end; {EXIT_RESUMED} an unfinished sweep "
     f"was resumed and ran to its end; {EXIT_NOTHING_TO_DO} nothing to do (the sweep has finished "
-    "and new_sweep starts no new one now); 2 bad input (nothing written); 1 failed. --dry-run "
-    "exits with the code it would."
+    "and new_sweep starts no new one now); 2 bad input (nothing written); 1 failed; 130 or 143 "
+    "stopped by Ctrl-C (SIGINT) or SIGTERM, resumable by running it again. --dry-run exits with "
+    "the code it would."
 )
 
 
@@ -167,12 +168,22 @@ def export(
             help="MLflow store of a run-id SOURCE and of --register (default: $MLFLOW_TRACKING_URI)"
         ),
     ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="build a ticket whose header names your own factory (package.module:factory) "
+            "by importing it; without it only registered, torchvision: and timm: models are built",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Write a ticket as a dense, sparse or physically smaller (structured) model file."""
     from sparsetune.app.export import export as write_export
 
-    result = write_export(source, format, out, register=register, tracking_uri=tracking_uri)
+    result = write_export(
+        source, format, out, register=register, tracking_uri=tracking_uri, trust_code=trust_code
+    )
     if json_output:
         print(json.dumps(result.summary(), default=str))
     else:

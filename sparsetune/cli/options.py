@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from sparsetune.app.checks import flag
 from sparsetune.app.errors import BadInput
 from sparsetune.search.options import FLAG, SHOWN_DEFAULT, mark
+from sparsetune.yamlio import excerpt, shorten
 
 GIVEN = "given"  # the command's parameter that receives the generated options' values
 _CONTEXT = "typer_context"
@@ -85,17 +86,24 @@ def given_options(context: typer.Context, model: type[BaseModel]) -> dict[str, A
 
 
 def _key_values(option: str, items: list[str]) -> dict[str, Any]:
-    import yaml
+    """`--set KEY=VALUE ...` as a mapping, each value read as YAML (`loads`: its limits, one
+    line on a bad value); a key given twice is refused rather than the last one winning."""
+    from sparsetune.yamlio import YamlError, loads
 
     values = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"{option} {item!r}: expected key=value, e.g. {option} sparsity=0.9")
+        key = key.strip()
+        if not sep or not key:
+            raise BadInput(
+                f"{option} {excerpt(item)}: expected key=value, e.g. {option} sparsity=0.9"
+            )
+        if key in values:
+            raise BadInput(f"{option} {shorten(key)}: given twice; give each key once")
         try:
-            values[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise BadInput(f"{option} {item!r}: the value is not valid YAML") from None
+            values[key] = loads(raw, where=f"{option} {shorten(key)}")
+        except YamlError as error:
+            raise BadInput(str(error)) from None
     return values
 
 

@@ -1,11 +1,12 @@
 """CIFAR-10 and CIFAR-100, read with torchvision's own classes and normalised once, as tensors.
 
 Files live in torchvision's layout: `<data_dir>/cifar-10-batches-py/data_batch_1` .. `test_batch`,
-`batches.meta` (CIFAR-100: `<data_dir>/cifar-100-python/train`, `test`, `meta`); torchvision checks
-each file's md5 when it reads them. Where they come from, in order:
+`batches.meta` (CIFAR-100: `<data_dir>/cifar-100-python/train`, `test`, `meta`). Each is checked
+against the md5 torchvision publishes for it (`train_list`, `test_list`, `meta`) before it is
+read (they are pickles), and a damaged one is named. Where they come from, in order:
   1. already there (copied by hand or by an earlier run): read them;
-  2. torchvision's archive (`cifar-10-python.tar.gz`) copied into `data_dir`: checked and unpacked,
-     no network needed;
+  2. torchvision's archive (`cifar-10-python.tar.gz`) copied into `data_dir`: checked against
+     its published md5 (`tgz_md5`) before anything is written, and unpacked, no network needed;
   3. torchvision's download, with a short socket timeout (`sparsetune.data.downloads`);
      `SPARSETUNE_OFFLINE=1` skips it.
 Otherwise a one-line ValueError says where the files should go.
@@ -20,7 +21,6 @@ crop, horizontal flip), which `InMemoryLoader` applies to each training batch.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,14 @@ import torch
 from filelock import FileLock
 
 from sparsetune.data.augment import CropAndFlip
-from sparsetune.data.downloads import download_into, make_data_folder, offline_reason
+from sparsetune.data.downloads import (
+    DamagedFile,
+    download_into,
+    file_md5,
+    make_data_folder,
+    offline_reason,
+    remove_created,
+)
 from sparsetune.data.tensors import RawData, TensorSet
 
 if TYPE_CHECKING:
@@ -72,15 +79,14 @@ def _load(config: DataConfig, source: _Source) -> RawData:
         )
     if missing:
         _fetch(source, dataset_class, root)
-    try:
-        train = dataset_class(root, train=True, download=False)
-        test = dataset_class(root, train=False, download=False)
-    except RuntimeError:  # torchvision's md5 check failed
+    damaged = _first_damaged_file(dataset_class, folder)
+    if damaged is not None:
         raise ValueError(
             f"dataset {source.name!r}: the files under {folder} do not match torchvision's "
-            "checksums (corrupt or another version); delete the folder to have it downloaded, "
-            "or copy it again"
-        ) from None
+            f"checksums ({damaged}); delete the folder to have it downloaded, or copy it again"
+        )
+    train = dataset_class(root, train=True, download=False)
+    test = dataset_class(root, train=False, download=False)
     # Black in normalised units: what torchvision's RandomCrop pads PIL images with.
     fill = tuple(-mean / std for mean, std in zip(source.mean, source.std, strict=True))
     return RawData(
@@ -105,27 +111,47 @@ def _normalised(dataset: CIFAR10, source: _Source, augment: CropAndFlip | None) 
     return TensorSet(x, torch.tensor(dataset.targets, dtype=torch.int64), augment)
 
 
-def _file_names(dataset_class: type[CIFAR10]) -> list[str]:
-    names = [name for name, _ in dataset_class.train_list + dataset_class.test_list]
-    return names + [dataset_class.meta["filename"]]
+def _published_md5s(dataset_class: type[CIFAR10]) -> dict[str, str]:
+    """Each file of the dataset folder, and the md5 torchvision publishes for it."""
+    md5s = dict(dataset_class.train_list + dataset_class.test_list)
+    return md5s | {dataset_class.meta["filename"]: dataset_class.meta["md5"]}
+
+
+def _first_damaged_file(dataset_class: type[CIFAR10], folder: Path) -> str | None:
+    """What is wrong with the first file that does not match its published md5 (it would be
+    unpickled next), in a few words naming it; None when all of them match."""
+    for name, md5 in _published_md5s(dataset_class).items():
+        path = folder / name
+        try:
+            if file_md5(path) != md5:
+                return f"{path} is cut short, damaged or another version"
+        except DamagedFile as error:
+            return str(error)
+    return None
 
 
 def _missing_files(dataset_class: type[CIFAR10], folder: Path) -> list[str]:
-    return [name for name in _file_names(dataset_class) if not (folder / name).is_file()]
+    return [name for name in _published_md5s(dataset_class) if not (folder / name).is_file()]
 
 
 def _fetch(source: _Source, dataset_class: type[CIFAR10], root: Path) -> None:
-    created = make_data_folder(source.name, root)
     folder = root / dataset_class.base_folder
     archive = root / dataset_class.filename
-    # One process fetches; the others wait here and then find the files.
-    with FileLock(root / f".{dataset_class.base_folder}.fetch.lock"):
-        if not _missing_files(dataset_class, folder):
-            return
-        reason = _unpack_or_download(dataset_class, root, archive)
+    have_archive = archive.is_file()
+    if have_archive:  # checked before anything is written
+        _check_archive(source, dataset_class, archive)
+    created = make_data_folder(source.name, root)
+    try:
+        # One process fetches; the others wait here and then find the files.
+        with FileLock(root / f".{dataset_class.base_folder}.fetch.lock"):
+            if not _missing_files(dataset_class, folder):
+                return
+            reason = _unpack_or_download(dataset_class, root, archive, have_archive)
+    except BaseException:
+        remove_created(created)  # leave no folders (or a lock file) behind a failure
+        raise
     if reason is not None:
-        if created is not None:  # leave no empty folders (or a lock file) behind a failure
-            shutil.rmtree(created, ignore_errors=True)
+        remove_created(created)
         raise ValueError(
             f"dataset {source.name!r}: no files under {folder} and {reason}; put torchvision's "
             f"{dataset_class.base_folder} folder or {dataset_class.filename} in {root}, "
@@ -133,11 +159,24 @@ def _fetch(source: _Source, dataset_class: type[CIFAR10], root: Path) -> None:
         )
 
 
-def _unpack_or_download(dataset_class: type[CIFAR10], root: Path, archive: Path) -> str | None:
-    """Unpack a copied archive, else download; return None on success, else why it failed."""
-    from torchvision.datasets.utils import check_integrity
+def _check_archive(source: _Source, dataset_class: type[CIFAR10], archive: Path) -> None:
+    fix = "delete it to have it downloaded, or copy it again"
+    try:
+        matches = file_md5(archive) == dataset_class.tgz_md5
+    except DamagedFile as error:
+        raise ValueError(f"dataset {source.name!r}: {error}; {fix}") from None
+    if not matches:
+        raise ValueError(
+            f"dataset {source.name!r}: {archive} does not match the md5 torchvision publishes "
+            f"for it (cut short, damaged or another version); {fix}"
+        )
 
-    have_archive = check_integrity(str(archive), dataset_class.tgz_md5)
+
+def _unpack_or_download(
+    dataset_class: type[CIFAR10], root: Path, archive: Path, have_archive: bool
+) -> str | None:
+    """Unpack a copied archive (its md5 checked), else download; return None on success, else
+    why it failed."""
     if not have_archive:
         skipped = offline_reason()
         if skipped is not None:

@@ -5,6 +5,11 @@ Datasets larger than the memory budget stream instead: `streaming.py`), and then
 `load_splits` the same way (a seeded validation set out of the train part; `subset`). Classes and
 input shape come from the data: labels are integers 0..K-1 and K is the largest label plus one.
 
+An `IterableDataset` cannot stream: it has no length and no index, so no seeded validation split
+can be held out of it and no epoch can be shuffled. Data with one is decoded in memory while the
+decoded size (float32) is counted; passing the memory budget stops the reading with a one-line
+error (so an endless iterable ends there too) asking for a map-style Dataset or a larger budget.
+
 Normalisation: raw pixels (uint8) are scaled to [0, 1]; then inputs of an `.npz` file or an image
 folder, and uint8 inputs of a factory, are standardised with the mean and standard deviation of
 the train part (per channel for N x C x ... inputs, over everything for N x D). A factory's float
@@ -121,8 +126,11 @@ def from_train_and_test(name: str, returned: Any, memory_budget_gb: float | None
         size = sum(len(part) for part in returned) * _first_input(name, returned[0]).numel() * 4
         if _streams(size, memory_budget_gb):
             return _streamed_datasets(name, size, memory_budget_gb, *returned)
+    # An IterableDataset's size is known only once it is read: count while decoding.
+    budget = _Budget(name, memory_budget_gb) if any(map(_is_iterable, returned)) else None
     train, test = (
-        _as_pair(name, part, which) for part, which in zip(returned, ("train", "test"), strict=True)
+        _as_pair(name, part, which, budget)
+        for part, which in zip(returned, ("train", "test"), strict=True)
     )
     return raw_data(name, train, test, standardise=train[0].dtype == torch.uint8)
 
@@ -243,28 +251,32 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _as_pair(name: str, part: Any, which: str) -> tuple[Tensor, Tensor]:
-    """A factory's train or test part as (x, y) tensors."""
+def _as_pair(name: str, part: Any, which: str, budget: _Budget | None) -> tuple[Tensor, Tensor]:
+    """A factory's train or test part as (x, y) tensors, counted against `budget` if given."""
     from torch.utils.data import Dataset
 
     if isinstance(part, Dataset):
-        return _decoded(name, part, which)
+        return _decoded(name, part, which, budget)
     if isinstance(part, tuple | list) and len(part) == 2:
         try:
-            return torch.as_tensor(part[0]), torch.as_tensor(part[1])
+            pair = torch.as_tensor(part[0]), torch.as_tensor(part[1])
         except Exception as error:
             raise ValueError(
                 f"dataset {name!r}: the {which} pair is not tensors "
                 f"({type(error).__name__}: {error}); return (x, y) tensors"
             ) from None
+        if budget is not None:
+            budget.add(pair[0], which)
+        return pair
     raise ValueError(
         f"dataset {name!r}: the {which} part is {_kind(part)}; give a pair of tensors (x, y) or a "
         "torch Dataset of (x, y)"
     )
 
 
-def _decoded(name: str, dataset: Any, which: str) -> tuple[Tensor, Tensor]:
-    """Every (x, y) of `dataset`, read once in order and stacked into two tensors."""
+def _decoded(name: str, dataset: Any, which: str, budget: _Budget | None) -> tuple[Tensor, Tensor]:
+    """Every (x, y) of `dataset`, read once in order and stacked into two tensors; each batch
+    is counted against `budget`, if given, which stops the reading once it is passed."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=_DECODE_BATCH, shuffle=False)
@@ -282,6 +294,10 @@ def _decoded(name: str, dataset: Any, which: str) -> tuple[Tensor, Tensor]:
                 )
             inputs.append(x)
             labels.append(y)
+            if budget is not None:
+                budget.add(x, which)
+    except _OverBudget:
+        raise
     except Exception as error:
         raise ValueError(
             f"dataset {name!r}: reading the {which} Dataset raised {type(error).__name__}: {error}"
@@ -415,6 +431,42 @@ def _streams(decoded_bytes: int, memory_budget_gb: float | None) -> bool:
     from sparsetune.data.streaming import memory_budget_bytes
 
     return decoded_bytes > memory_budget_bytes(memory_budget_gb)
+
+
+class _OverBudget(ValueError):
+    """Decoding data that cannot stream passed the memory budget (a one-line ValueError)."""
+
+
+class _Budget:
+    """The decoded size (float32 inputs) of data read so far, against the memory budget: for
+    data with an IterableDataset, whose size is known only by reading it."""
+
+    def __init__(self, name: str, memory_budget_gb: float | None):
+        from sparsetune.data.streaming import memory_budget_bytes
+
+        self.name, self.limit = name, memory_budget_bytes(memory_budget_gb)
+        self.used = 0
+        self.examples: Counter[str] = Counter()  # read so far, per part
+
+    def add(self, inputs: Tensor, which: str) -> None:
+        """Count a batch of inputs of the `which` part; past the budget, raise `_OverBudget`."""
+        self.used += inputs.numel() * 4
+        self.examples[which] += len(inputs)
+        if self.used > self.limit:
+            raise _OverBudget(
+                f"dataset {self.name!r}: decoding it passed the memory budget of "
+                f"{self.limit / 1e9:.3g} GB at {which} example {self.examples[which]} "
+                f"({self.used / 1e9:.3g} GB as float32), and an IterableDataset cannot stream "
+                "(no length or index, so no held-out validation split); return map-style "
+                "Datasets (__len__ and __getitem__), or raise the budget (--memory-budget-gb, "
+                "memory_budget_gb=, $SPARSETUNE_MEMORY_BUDGET_GB)"
+            )
+
+
+def _is_iterable(part: Any) -> bool:
+    from torch.utils.data import IterableDataset
+
+    return isinstance(part, IterableDataset)
 
 
 def _is_sized_dataset(part: Any) -> bool:

@@ -4,8 +4,12 @@ Every file is safetensors with a `sparsetune` header (`sparsetune.export.header`
 model's name, input shape and class count, its architecture string and the round's metrics.
 safetensors stores raw tensors and a JSON header and never unpickles: reading a file cannot run
 code, the guarantee `torch.load(..., weights_only=True)` gives for pickles, without a pickle at all.
-Nothing here calls `torch.load`. The one import a file can cause is the model's factory (a
-registered sparsetune model, or the user's own `package.module:factory` that it names).
+Nothing here calls `torch.load`. The one import a file can cause is the model's factory: a
+registered sparsetune model, torchvision's or timm's builder, or, only when the caller passes
+`trust_code=True` (`--trust-code`), the user's own `package.module:factory` that it names
+(`sparsetune.export.ticket`). Before a tensor is allocated, the header and the file's tensor
+list are checked (`sparsetune.export.header.read_file`) and the model's shapes are compared with
+the file's: any damage is one `ValueError` line naming the file.
 
 Layouts (tensor names in the file):
 - dense: the squashed plain state dict under the original class's own keys, pruned weights 0:
@@ -38,9 +42,34 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from sparsetune.atomic import atomic_write_bytes
-from sparsetune.export.header import EXPORT_FORMATS, encode_header, read_header
-from sparsetune.export.structured import describe, describe_changes, rebuild, rebuild_changes
-from sparsetune.export.ticket import Ticket, find_ticket, new_model, read_ticket
+from sparsetune.export.header import (
+    EXPORT_FORMATS,
+    FileHeader,
+    check_trusted,
+    encode_header,
+    excerpt,
+    read_file,
+)
+from sparsetune.export.structured import (
+    build_layers,
+    describe,
+    describe_changes,
+    load_strict,
+    rebuild,
+    rebuild_changes,
+)
+from sparsetune.export.ticket import (
+    ModelSource,
+    Ticket,
+    check_buildable,
+    check_weights,
+    find_ticket,
+    first_mismatch,
+    fitting_model,
+    load_fitting,
+    read_ticket,
+    shapes_of,
+)
 from sparsetune.pruning.masking import attach_masks, prunable_parameters
 
 NOTHING_TO_REMOVE = (
@@ -81,10 +110,11 @@ class Export:
         """The file's size in bytes (computed without writing it)."""
         return len(self.to_bytes())
 
-    def write(self, out: Path) -> Path:
-        """Write the file atomically: a partial file never appears at `out`."""
+    def write(self, out: Path, data: bytes | None = None) -> Path:
+        """Write the file atomically: a partial file never appears at `out`. `data`: the
+        file's bytes when the caller has made them already (`to_bytes`)."""
         out = Path(out)
-        data = self.to_bytes()
+        data = self.to_bytes() if data is None else data
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out, data)
         self.path = out
@@ -135,14 +165,14 @@ def _structured(ticket: Ticket) -> Export:
     parameters = sum(value.numel() for value in small.parameters())
     if parameters >= dense_parameters:
         raise ValueError(NOTHING_TO_REMOVE)
-    fresh = new_model(ticket.info)
+    fresh = ticket.fresh_model()
     if (
         type(small) is type(fresh)
         and dict(small.named_modules()).keys() == dict(fresh.named_modules()).keys()
     ):  # the model's own class with narrower layers: only those are described
         changes, tensors = describe_changes(small, fresh)
         extra: dict[str, Any] = {"changed_layers": changes}
-        build = lambda: rebuild_changes(new_model(ticket.info), changes, tensors)  # noqa: E731
+        build = lambda: rebuild_changes(ticket.fresh_model(), changes, tensors)  # noqa: E731
     else:  # a chain rebuilt as a Sequential: the layer list alone describes it
         layers, tensors = describe(small)
         extra = {"layers": layers}
@@ -165,35 +195,51 @@ def encode(ticket: Ticket, format: str) -> Export:
     of a ticket with nothing to remove."""
     if format not in _ENCODERS:
         raise ValueError(f"format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if ticket.model is None:  # refused now, not when the file's model is first built
+        check_buildable(ticket.info, ticket.path)
+        check_trusted(ticket.info, ticket.path, ticket.trust_code)
     return _ENCODERS[format](ticket)
 
 
-def export_ticket(source: Path | str, format: str, out: Path | str) -> Export:
+def export_ticket(
+    source: Path | str,
+    format: str,
+    out: Path | str,
+    *,
+    model: ModelSource | None = None,
+    trust_code: bool = False,
+) -> Export:
     """Write the ticket at `source` (a round-N.safetensors file, or a folder: see
-    `sparsetune.export.ticket.find_ticket`) to `out` in `format`; returns what was written."""
-    export = encode(read_ticket(Path(source)), format)
-    export.write(Path(out))
+    `sparsetune.export.ticket.find_ticket`) to `out` in `format`; returns what was written.
+    The file's model is built (and checked) before the file is written."""
+    export = encode(read_ticket(Path(source), model, trust_code=trust_code), format)
+    data = export.to_bytes()
+    export.model  # noqa: B018 - built now: a ticket that cannot be loaded is never written
+    export.write(Path(out), data)
     return export
 
 
 def memory_footprint(source: Path | str) -> int:
     """Bytes of the ticket's sparse file: nonzero values and their indices, plus the tensors
-    kept whole and the header. What `sparsetune prune` reports as `memory_footprint_bytes`."""
-    return encode(read_ticket(Path(source)), "sparse").size
+    kept whole and the header. What `sparsetune prune` reports as `memory_footprint_bytes`.
+    Builds no model (so needs no trust: the trial measures its own tickets)."""
+    return _sparse(read_ticket(Path(source))).size
 
 
 def _decode_sparse(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    """The state dict of a sparse file whose header and tensor list `read_file` checked and
+    whose shapes fit the model: only the indices' range is left to check."""
     state = {k.removeprefix("dense."): v for k, v in tensors.items() if k.startswith("dense.")}
-    shapes = info.get("sparse")
-    if not isinstance(shapes, dict):
-        raise ValueError(f"{path}: a sparse file without its table of shapes")
-    for name, shape in shapes.items():
-        try:
-            values, index = tensors[f"values.{name}"], tensors[f"indices.{name}"].long()
-            flat = torch.zeros(math.prod(shape), dtype=values.dtype)
-            flat[index] = values
-        except (KeyError, IndexError, RuntimeError) as error:
-            raise ValueError(f"{path}: the sparse entries of {name} are damaged: {error}") from None
+    for name, shape in info["sparse"].items():
+        values, index = tensors[f"values.{name}"], tensors[f"indices.{name}"].long()
+        numel = math.prod(shape)
+        if index.numel() and not (0 <= int(index.min()) and int(index.max()) < numel):
+            raise ValueError(
+                f"{path}: the sparse entries of {excerpt(name)} are damaged (an index outside "
+                f"its {numel} values); use the file as sparsetune wrote it"
+            )
+        flat = torch.zeros(numel, dtype=values.dtype)
+        flat[index] = values
         state[name] = flat.view(shape)
     return state
 
@@ -204,39 +250,80 @@ def _attach_from_zeros(model: nn.Module, names: list[str]) -> None:
     attach_masks(model, names).update(keep)
 
 
-def load(path: Path | str, masks: bool = False) -> nn.Module:
-    """A ready model (eval mode) from a dense, sparse or structured file, a ticket
+def load(
+    path: Path | str,
+    masks: bool = False,
+    model: ModelSource | None = None,
+    *,
+    trust_code: bool = False,
+) -> nn.Module:
+    """A ready model (eval mode, on the CPU) from a dense, sparse or structured file, a ticket
     (round-N.safetensors), or a folder of tickets (its final one).
 
-    Dense, sparse and tickets give an instance of the original class (built by name, so a user
-    model by import path works where that import does); structured gives the smaller Sequential
-    of a chain, or the original class with narrower layers.
+    Dense, sparse and tickets give an instance of the original class; structured gives the
+    smaller Sequential of a chain, or the original class with narrower layers.
+    The architecture comes from `model` when given: an `nn.Module` instance (deep-copied, never
+    changed; its weights are replaced by the file's), a callable returning one (called with the
+    keywords among `input_shape` and `num_classes` it takes), or a model name or import path
+    overriding the header's. Otherwise it is built from the header's name: a registered model or
+    torchvision's or timm's builder; a user factory by import path only with
+    `trust_code=True` (opening a file runs no code otherwise), and then from the installed
+    packages and PYTHONPATH, never the working folder. A ticket of a Python object
+    (`python-...`) from another process needs `model`. A chain's structured file describes its
+    whole network and ignores `model`.
     With `masks=True` each prunable weight gets a mask (a ticket's own masks; else the weight's
     zero pattern), so that training the model keeps every pruned weight at exactly zero.
+
+    Raises ValueError, one line naming the file, for anything wrong: not a sparsetune file, a
+    damaged header (bad sizes, shapes, class count, layers), tensors that disagree with the
+    header or do not fit the model (the first mismatch), untrusted user code. The header and the
+    shapes are checked before any tensor is allocated.
     """
     path = Path(path)
     if path.is_dir():
         path = find_ticket(path)
-    info = read_header(path)
+    file = read_file(path)
+    info = file.info
     if info["format"] == "ticket":
-        ticket = read_ticket(path)
+        ticket = read_ticket(path, model, trust_code=trust_code)
         return ticket.masked_model() if masks else ticket.plain_model()
-    tensors = load_file(path)  # safetensors: no pickle, see the module docstring
-    if info["format"] == "structured" and "changed_layers" in info:
-        model = rebuild_changes(new_model(info), info["changed_layers"], tensors)
-        names = prunable_parameters(model)
-    elif info["format"] == "structured":
-        model = rebuild(info.get("layers"), tensors)
-        names = prunable_parameters(model)
+    if info["format"] == "structured" and info.get("layers") is not None:
+        built = _chain(file)
+        names = prunable_parameters(built)
     else:
-        state = tensors if info["format"] == "dense" else _decode_sparse(path, tensors, info)
-        model = new_model(info)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            last = str(error).strip().splitlines()[-1]
-            raise ValueError(f"{path}: its tensors do not fit {info['model']} ({last})") from None
-        names = list(info.get("masked") or prunable_parameters(model))
+        changed = info.get("changed_layers")
+        fresh = fitting_model(
+            info, file.state_shapes(), path, model, trust_code=trust_code, changed=changed
+        )
+        tensors = load_file(path)  # safetensors: no pickle, see the module docstring
+        if info["format"] == "structured":
+            try:
+                load_strict(fresh, tensors)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
+            built, names = fresh, prunable_parameters(fresh)
+        else:
+            state = tensors if info["format"] == "dense" else _decode_sparse(path, tensors, info)
+            load_fitting(fresh, state, path, info, model)
+            built, names = fresh, list(info.get("masked") or prunable_parameters(fresh))
     if masks:
-        _attach_from_zeros(model, names)
-    return model.eval()
+        check_weights(built, names, path)
+        _attach_from_zeros(built, names)
+    return built.eval()
+
+
+def _chain(file: FileHeader) -> nn.Sequential:
+    """A chain's structured file as its Sequential: built on the meta device and compared with
+    the file's tensors first, then for real."""
+    path, layers = file.path, file.info["layers"]
+    try:
+        with torch.device("meta"):
+            blank = build_layers(layers)
+        mismatch = first_mismatch(shapes_of(blank), file.state_shapes())
+        if mismatch:
+            raise ValueError(
+                f"structured: its tensors do not fit the layers its header lists ({mismatch})"
+            )
+        return rebuild(layers, load_file(path))  # safetensors: never a pickle
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

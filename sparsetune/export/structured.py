@@ -22,50 +22,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsetune.export.header import CALL_METHODS, LAYER_ARGS, check_layer, excerpt
 from sparsetune.export.shrink import Call, SelectFeatures
 
-_CONV_ARGS = (
-    "in_channels",
-    "out_channels",
-    "kernel_size",
-    "stride",
-    "padding",
-    "dilation",
-    "groups",
-    "padding_mode",
-)
-_MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
-_AVG_POOL_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
-_NORM_ARGS = ("num_features", "eps", "momentum", "affine", "track_running_stats")
-
-# Class name -> (class, the constructor arguments read from (and set on) an instance).
+# Class name -> (class, the constructor arguments read from (and set on) an instance); the
+# names and their arguments are `header.LAYER_ARGS`, which the header check reads without torch.
+_CLASSES: dict[str, type[nn.Module]] = {
+    "Linear": nn.Linear,
+    "Conv1d": nn.Conv1d,
+    "Conv2d": nn.Conv2d,
+    "Conv3d": nn.Conv3d,
+    "BatchNorm1d": nn.BatchNorm1d,
+    "BatchNorm2d": nn.BatchNorm2d,
+    "ReLU": nn.ReLU,
+    "ReLU6": nn.ReLU6,
+    "LeakyReLU": nn.LeakyReLU,
+    "ELU": nn.ELU,
+    "GELU": nn.GELU,
+    "SiLU": nn.SiLU,
+    "Sigmoid": nn.Sigmoid,
+    "Tanh": nn.Tanh,
+    "Softmax": nn.Softmax,
+    "LogSoftmax": nn.LogSoftmax,
+    "Identity": nn.Identity,
+    "Flatten": nn.Flatten,
+    "Dropout": nn.Dropout,
+    "Dropout2d": nn.Dropout2d,
+    "MaxPool1d": nn.MaxPool1d,
+    "MaxPool2d": nn.MaxPool2d,
+    "AvgPool1d": nn.AvgPool1d,
+    "AvgPool2d": nn.AvgPool2d,
+    "AdaptiveAvgPool1d": nn.AdaptiveAvgPool1d,
+    "AdaptiveAvgPool2d": nn.AdaptiveAvgPool2d,
+}
 MODULES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "Linear": (nn.Linear, ("in_features", "out_features")),
-    "Conv1d": (nn.Conv1d, _CONV_ARGS),
-    "Conv2d": (nn.Conv2d, _CONV_ARGS),
-    "Conv3d": (nn.Conv3d, _CONV_ARGS),
-    "BatchNorm1d": (nn.BatchNorm1d, _NORM_ARGS),
-    "BatchNorm2d": (nn.BatchNorm2d, _NORM_ARGS),
-    "ReLU": (nn.ReLU, ("inplace",)),
-    "ReLU6": (nn.ReLU6, ("inplace",)),
-    "LeakyReLU": (nn.LeakyReLU, ("negative_slope", "inplace")),
-    "ELU": (nn.ELU, ("alpha", "inplace")),
-    "GELU": (nn.GELU, ("approximate",)),
-    "SiLU": (nn.SiLU, ("inplace",)),
-    "Sigmoid": (nn.Sigmoid, ()),
-    "Tanh": (nn.Tanh, ()),
-    "Softmax": (nn.Softmax, ("dim",)),
-    "LogSoftmax": (nn.LogSoftmax, ("dim",)),
-    "Identity": (nn.Identity, ()),
-    "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
-    "Dropout": (nn.Dropout, ("p", "inplace")),
-    "Dropout2d": (nn.Dropout2d, ("p", "inplace")),
-    "MaxPool1d": (nn.MaxPool1d, _MAX_POOL_ARGS),
-    "MaxPool2d": (nn.MaxPool2d, _MAX_POOL_ARGS),
-    "AvgPool1d": (nn.AvgPool1d, _AVG_POOL_ARGS),
-    "AvgPool2d": (nn.AvgPool2d, (*_AVG_POOL_ARGS, "divisor_override")),
-    "AdaptiveAvgPool1d": (nn.AdaptiveAvgPool1d, ("output_size",)),
-    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
+    name: (layer_class, LAYER_ARGS[name]) for name, layer_class in _CLASSES.items()
 }
 _WITH_BIAS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # `bias` is a flag on the constructor
 
@@ -97,22 +88,7 @@ FUNCTIONS: dict[str, Any] = {
     "torch.nn.functional.adaptive_avg_pool1d": F.adaptive_avg_pool1d,
     "torch.nn.functional.adaptive_avg_pool2d": F.adaptive_avg_pool2d,
 }
-METHODS = frozenset(
-    {
-        "flatten",
-        "view",
-        "reshape",
-        "contiguous",
-        "relu",
-        "sigmoid",
-        "tanh",
-        "softmax",
-        "log_softmax",
-        "squeeze",
-        "unsqueeze",
-        "mean",
-    }
-)
+METHODS = CALL_METHODS
 _FUNCTION_NAMES = {id(function): name for name, function in FUNCTIONS.items()}
 
 UNSUPPORTED_HINT = "use --format sparse, which stores any model"
@@ -184,46 +160,44 @@ def describe(model: nn.Sequential) -> tuple[list[dict[str, Any]], dict[str, torc
 
 
 def _build_layer(spec: Any, index: int | str) -> nn.Module:
-    if not isinstance(spec, dict):
-        raise ValueError(f"structured: layer {index} is not an object")
-    kind = spec.get("type")
-    if kind == "SelectFeatures":
-        return SelectFeatures(torch.zeros(int(spec["size"]), dtype=torch.long))
-    if kind == "Call":
-        args = _from_json(spec.get("args", []))
-        kwargs = {str(key): _from_json(v) for key, v in dict(spec.get("kwargs", {})).items()}
-        if "method" in spec:
-            if spec["method"] not in METHODS:
-                raise ValueError(f"structured: layer {index} calls a disallowed method")
-            return Call(str(spec["method"]), args, kwargs)
-        function = FUNCTIONS.get(spec.get("function"))
-        if function is None:
-            raise ValueError(f"structured: layer {index} calls a disallowed function")
-        return Call(function, args, kwargs)
-    if kind not in MODULES:
-        raise ValueError(f"structured: layer {index} has the disallowed type {kind!r}")
-    layer_class, allowed = MODULES[kind]
-    args = dict(spec.get("args", {}))
-    allowed_here = {*allowed, "bias"} if issubclass(layer_class, _WITH_BIAS) else set(allowed)
-    unknown = sorted(set(args) - allowed_here)
-    if unknown:
-        raise ValueError(f"structured: layer {index} ({kind}) has unknown arguments {unknown}")
-    return layer_class(**{key: _from_json(value) for key, value in args.items()})
+    """One layer from its JSON: checked against the allow-lists first (`header.check_layer`,
+    the header's own check), then built; ValueError naming the layer for anything else."""
+    try:
+        check_layer(spec, index)
+    except ValueError as error:
+        raise ValueError(f"structured: {error}") from None
+    kind = spec["type"]
+    try:
+        if kind == "SelectFeatures":
+            return SelectFeatures(torch.zeros(spec["size"], dtype=torch.long))
+        if kind == "Call":
+            args = _from_json(spec.get("args", []))
+            kwargs = {key: _from_json(value) for key, value in spec.get("kwargs", {}).items()}
+            if "method" in spec:
+                return Call(spec["method"], args, kwargs)
+            return Call(FUNCTIONS[spec["function"]], args, kwargs)
+        args = {key: _from_json(value) for key, value in spec.get("args", {}).items()}
+        return MODULES[kind][0](**args)
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as error:
+        # an argument of a wrong type or value, as torch's constructor says
+        problem = (str(error).strip().splitlines() or [type(error).__name__])[0][:80]
+        raise ValueError(f"structured: layer {index} is malformed ({problem})") from None
+
+
+def build_layers(layers: Any) -> nn.Sequential:
+    """The Sequential a layer list describes, with the weights its constructors give (build it
+    on the meta device to check the shapes without allocating); ValueError for any name outside
+    the allow-lists or a malformed layer."""
+    if not isinstance(layers, list) or not layers:
+        raise ValueError("structured: the header has no layer list")
+    return nn.Sequential(*(_build_layer(spec, index) for index, spec in enumerate(layers)))
 
 
 def rebuild(layers: Any, tensors: dict[str, torch.Tensor]) -> nn.Sequential:
     """The Sequential a layer list describes, with its tensors loaded (strict); ValueError for
     any name outside the allow-lists or tensors that do not fit."""
-    if not isinstance(layers, list) or not layers:
-        raise ValueError("structured: the header has no layer list")
-    modules = []
-    for index, spec in enumerate(layers):
-        try:
-            modules.append(_build_layer(spec, index))
-        except (KeyError, TypeError) as error:  # a missing field, or an argument of a wrong type
-            raise ValueError(f"structured: layer {index} is malformed ({error})") from None
-    model = nn.Sequential(*modules)
-    _load_strict(model, tensors)
+    model = build_layers(layers)
+    load_strict(model, tensors)
     return model.eval()
 
 
@@ -257,25 +231,30 @@ def _shapes(module: nn.Module) -> dict[str, torch.Size]:
     return {name: t.shape for name, t in (*module.named_parameters(), *module.named_buffers())}
 
 
-def rebuild_changes(fresh: nn.Module, changes: Any, tensors: dict[str, torch.Tensor]) -> nn.Module:
+def swap_changes(fresh: nn.Module, changes: Any) -> nn.Module:
     """`fresh` (a new instance of the model the header names) with the described layers swapped
-    in and the tensors loaded (strict); ValueError for a path it does not have, a name outside
-    the allow-lists, or tensors that do not fit."""
+    in; ValueError for a path it does not have, a name outside the allow-lists, or a malformed
+    layer."""
     if not isinstance(changes, dict) or not changes:
         raise ValueError("structured: the header has no changed layers")
     modules = dict(fresh.named_modules())
     for name, spec in changes.items():
         if not name or name not in modules or next(modules[name].children(), None) is not None:
-            raise ValueError(f"structured: the model has no layer {name!r} to replace")
-        try:
-            fresh.set_submodule(name, _build_layer(spec, name))
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"structured: layer {name} is malformed ({error})") from None
-    _load_strict(fresh, tensors)
-    return fresh.eval()
+            where = excerpt(name, quote=True)
+            raise ValueError(f"structured: the model has no layer {where} to replace")
+        fresh.set_submodule(name, _build_layer(spec, name))
+    return fresh
 
 
-def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+def rebuild_changes(fresh: nn.Module, changes: Any, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """`fresh` with the described layers swapped in (`swap_changes`) and the tensors loaded
+    (strict); ValueError for tensors that do not fit."""
+    model = swap_changes(fresh, changes)
+    load_strict(model, tensors)
+    return model.eval()
+
+
+def load_strict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:

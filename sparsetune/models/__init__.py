@@ -4,7 +4,9 @@ Each entry is a factory `(input_shape, num_classes) -> nn.Module`, called with k
 A name with a colon, "package.module:factory", is imported instead of looked up; it is called with
 the keywords among `input_shape` and `num_classes` that its signature takes (torchvision's
 `resnet18(num_classes=...)` gets `num_classes` only, a zero-argument factory none), and
-`torchvision:NAME` is short for `torchvision.models:NAME` (`timm:NAME` for `timm.models:NAME`).
+`torchvision:NAME` is short for `torchvision.models:NAME`; `timm:NAME` builds
+`timm.create_model(NAME, pretrained=False)` with `num_classes`, and the data's channels as
+`in_chans`.
 Optional attributes the metrics and pruning read: `architecture_units` (see
 `sparsetune.pruning.metrics.architecture_string`) and `output_layer` (the name of the last layer,
 which some methods prune less).

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
+from sparsetune.yamlio import load_file
 
 PUBLISHED_FILE = Path(__file__).resolve().parent / "published.yaml"
 
@@ -30,7 +30,7 @@ class PublishedPoint:
 
 @cache
 def _all_points(path: Path = PUBLISHED_FILE) -> tuple[PublishedPoint, ...]:
-    entries = yaml.safe_load(path.read_text()) or []
+    entries = load_file(path, expected="the papers' points shipped with sparsetune") or []
     return tuple(
         PublishedPoint(
             model=str(entry["model"]),

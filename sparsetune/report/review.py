@@ -9,17 +9,18 @@ Everything is read and checked before anything is written: a folder that is not 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any
 from urllib.parse import quote
 
 from sparsetune.atomic import atomic_file
 from sparsetune.report.plots import ParetoPlot, pareto_html, pareto_png
 from sparsetune.report.published import PublishedPoint, published_points
-from sparsetune.results import FRONT_FIELDS, ROW_FIELDS, RoundMetrics
+from sparsetune.results import FRONT_FIELDS, ParetoFile, read_json_record, read_trials_csv
 
 REVIEW_FILES = ("pareto.png", "pareto.html", "front.csv")
 # `front.csv`: pareto.json's fields, the method first and the long params last, for a reader.
@@ -28,21 +29,6 @@ FRONT_CSV_FIELDS = (
     *(name for name in FRONT_FIELDS if name not in ("method", "params")),
     "params",
 )
-
-
-def _row_fields_of_type(kind: type) -> tuple[str, ...]:
-    """The `trials.csv` columns that hold a round metric of type `kind` (or `kind | None`)."""
-    hints = get_type_hints(RoundMetrics)
-    return tuple(
-        name
-        for name in ROW_FIELDS
-        if name in hints and kind in (hints[name], *get_args(hints[name]))
-    )
-
-
-# How to read `trials.csv` back: its numeric columns, from the result schema's types.
-_FLOATS = _row_fields_of_type(float)
-_INTS = _row_fields_of_type(int)
 
 
 class NotASweep(ValueError):
@@ -81,44 +67,35 @@ class SweepResults:
         return published_points(self.model, self.dataset)
 
 
-def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
-    row: dict[str, Any] = dict(raw)
-    for key in _FLOATS:
-        row[key] = float(raw[key]) if raw.get(key) not in (None, "") else None
-    for key in _INTS:
-        row[key] = int(float(raw[key])) if raw.get(key) not in (None, "") else None
-    row["feasible"] = raw.get("feasible") == "True"
-    try:
-        row["params"] = json.loads(raw.get("params") or "{}")
-    except ValueError:
-        row["params"] = {}
-    return row
+# Where a damaged result file can be had again: the sweep logged both to its MLflow parent run.
+_RESTORE = "restore it from the sweep's MLflow parent run (its artifacts hold a copy)"
 
 
 def load_sweep(folder: Path) -> SweepResults:
-    """Read a sweep folder's results; NotASweep (one line) when they are missing or unreadable."""
+    """Read a sweep folder's results; NotASweep (one line) when they are missing or are not
+    files this version writes (checked whole: types, required keys, finite numbers)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotASweep(f"{folder}: not a folder; pass the sweep folder (sparsetune search --out)")
     pareto, trials = folder / "pareto.json", folder / "trials.csv"
     for path in (pareto, trials):
-        if not path.is_file():
+        if not path.exists():
             raise NotASweep(
                 f"{folder}: no {path.name}; pass the folder a finished `sparsetune search` wrote"
             )
     try:
-        meta = json.loads(pareto.read_text())
-    except (OSError, ValueError) as error:
-        raise NotASweep(f"{pareto}: not readable JSON ({error})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("front"), list):
-        raise NotASweep(f"{pareto}: no 'front' list; is it a sparsetune pareto.json?")
+        recorded = read_json_record(pareto, ParetoFile)
+    except ValueError as error:
+        raise NotASweep(f"{pareto}: not a sparsetune pareto.json ({error}); {_RESTORE}") from None
     try:
-        with trials.open(newline="") as handle:
-            rows = [_parse_row(raw) for raw in csv.DictReader(handle)]
-    except (OSError, ValueError, csv.Error) as error:
-        raise NotASweep(f"{trials}: not readable ({error})") from None
-    front = meta.pop("front")
-    return SweepResults(folder, meta, front, [r for r in rows if r.get("status") == "ok"])
+        rows = [row.model_dump(mode="json") for row in read_trials_csv(trials)]
+    except ValueError as error:
+        raise NotASweep(f"{trials}: not a sparsetune trials.csv ({error}); {_RESTORE}") from None
+    meta = recorded.model_dump(mode="json", exclude_unset=True, exclude={"front"})
+    front = [record.model_dump(mode="json") for record in recorded.front]
+    for row in rows:
+        row["feasible"] = bool(row["feasible"])
+    return SweepResults(folder, meta, front, [r for r in rows if r["status"] == "ok"])
 
 
 def _write_front_csv(path: Path, front: list[dict[str, Any]]) -> Path:
@@ -160,12 +137,15 @@ def write_review(sweep_dir: Path) -> list[Path]:
         "numbers are drawn only where model and dataset match."
     )
     plot = ParetoPlot(results.rows, results.front, published, title=title, staircase=staircase)
-    folder = results.folder
-    return [
-        pareto_png(plot, folder / "pareto.png"),
-        pareto_html(plot, folder / "pareto.html", notes=notes),
-        _write_front_csv(folder / "front.csv", results.front),
-    ]
+    written = [results.folder / name for name in REVIEW_FILES]
+    # All three or none: each is written to its staging name, and moved into place only when
+    # every one was written (an error removes the staged files and leaves the folder as it was).
+    with contextlib.ExitStack() as stack:
+        png, html, table = (stack.enter_context(atomic_file(path)) for path in written)
+        pareto_png(plot, png)
+        pareto_html(plot, html, notes=notes)
+        _write_front_csv(table, results.front)
+    return written
 
 
 def run_description(results: SweepResults, run_id: str, folder: str = "review") -> str:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from sparsetune.catalog import METHODS
 from sparsetune.search.space import SPACES_DIR, ParamSpec, SearchSpace
+from sparsetune.yamlio import excerpt, load_file, shorten
 
 PAPER_POINTS = SPACES_DIR / "paper_points.yaml"
+POINTS_EXPECTED = "a list of points in YAML (- method: ..., params: ...)"
 
 
 @dataclass
@@ -38,35 +39,50 @@ def enqueue_path(value: str | Path) -> Path:
 def load_points(path: Path, space: SearchSpace, model: str) -> Enqueued:
     """Read and check the points of `path` for a sweep of `model` over `space` (one-line
     ValueError on a bad file or point)."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"--enqueue {path}: no such file; pass a YAML list of points") from None
-    except yaml.YAMLError:
-        raise ValueError(
-            f"--enqueue {path}: not valid YAML; check indentation and colons"
-        ) from None
+    raw = load_file(path, label=f"--enqueue {path}", expected=POINTS_EXPECTED)
     if not isinstance(raw, list):
-        raise ValueError(
-            f"--enqueue {path}: expected a list of points (- method: ..., params: ...)"
-        )
+        raise ValueError(f"--enqueue {path}: expected {POINTS_EXPECTED}")
     result = Enqueued([])
     for index, point in enumerate(raw, start=1):
         where = f"--enqueue {path.name}: point {index}"
-        if not isinstance(point, dict) or "method" not in point:
-            raise ValueError(f"{where}: expected a mapping with `method` and `params`")
-        unknown = sorted(set(point) - {"method", "params", "models", "source"})
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        method = str(point["method"])
-        models = point.get("models")
+        method, params, models = _point_fields(where, point)
         if models is not None and model not in models:
             continue  # another model's point: silently, as a shared file is meant to be read
         if method not in space.methods:
             result.skipped.append(f"{method} (not in this sweep)")
             continue
-        result.points.append(flat_point(where, space, method, point.get("params") or {}))
+        result.points.append(flat_point(where, space, method, params))
     return result
+
+
+def _point_fields(where: str, point: Any) -> tuple[str, dict[str, Any], list[str] | None]:
+    """(method, params, models) of one point, each of the type it must have; the method a
+    registered one (a typo is refused, not skipped as another sweep's method)."""
+    if not isinstance(point, dict) or "method" not in point:
+        raise ValueError(f"{where}: expected a mapping with `method` and `params`")
+    unknown = sorted(str(key) for key in set(point) - {"method", "params", "models", "source"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {shorten(', '.join(unknown))}")
+    method = point["method"]
+    if not isinstance(method, str):
+        raise ValueError(f"{where}: method: expected a method name, got {excerpt(method)}")
+    try:
+        METHODS.check(method)
+    except ValueError as error:
+        raise ValueError(f"{where}: method: {error}") from None
+    params = point.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
+        raise ValueError(
+            f"{where}: params: expected a mapping, parameter -> value (got {excerpt(params)})"
+        )
+    models = point.get("models")
+    if models is not None and (
+        not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+    ):
+        raise ValueError(f"{where}: models: expected a list of model names (got {excerpt(models)})")
+    return method, params, models
 
 
 def flat_point(where: str, space: SearchSpace, method: str, params: dict) -> dict[str, Any]:
@@ -81,12 +97,12 @@ def _flat_point(where: str, space: SearchSpace, method: str, params: dict) -> di
     for name, value in params.items():
         spec = specs.get(name)
         if spec is None:
-            raise ValueError(f"{where}: {method} has no parameter {name!r} in this space")
+            raise ValueError(f"{where}: {method} has no parameter {excerpt(name)} in this space")
         if spec.value is not None:
-            if value != spec.value:
+            if not _same_value(value, spec.value):
                 raise ValueError(
                     f"{where}: {method}.{name} is fixed at {spec.value!r} in this space, "
-                    f"not {value!r}; drop it from the point or widen the space"
+                    f"not {excerpt(value)}; drop it from the point or widen the space"
                 )
             continue
         _check_in_spec(where, f"{method}.{name}", spec, value)
@@ -96,15 +112,28 @@ def _flat_point(where: str, space: SearchSpace, method: str, params: dict) -> di
 
 def _check_in_spec(where: str, name: str, spec: ParamSpec, value: Any) -> None:
     if spec.choices is not None:
-        if value not in spec.choices:
-            raise ValueError(f"{where}: {name}={value!r} is not one of {spec.choices}")
+        if not any(_same_value(value, choice) for choice in spec.choices):
+            raise ValueError(
+                f"{where}: {name}={excerpt(value)} is not one of {excerpt(spec.choices)}"
+            )
         return
     assert spec.low is not None and spec.high is not None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: {name}={value!r} is not a number")
+        raise ValueError(f"{where}: {name}={excerpt(value)} is not a number")
+    if not spec.low <= value <= spec.high:  # inf and nan too
+        raise ValueError(
+            f"{where}: {name}={excerpt(value)} is outside the space's [{spec.low}, {spec.high}]"
+        )
     if spec.integer and value != int(value):
         raise ValueError(f"{where}: {name}={value} must be a whole number")
-    if not spec.low <= value <= spec.high:
-        raise ValueError(
-            f"{where}: {name}={value} is outside the space's [{spec.low}, {spec.high}]"
-        )
+
+
+def _same_value(value: Any, wanted: Any) -> bool:
+    """Equal, and of the same kind: `true` is not `1` (Python says they are equal), though `2`
+    and `2.0` are the same number."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return type(value) is type(wanted) and value == wanted
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(wanted, numbers):
+        return value == wanted
+    return type(value) is type(wanted) and value == wanted

@@ -86,12 +86,13 @@ def model_name(model: Any) -> tuple[str, Path | None]:
     )
 
 
-def data_name(data: Any) -> str:
-    """Register `(train, test)` data (pairs of tensors (x, y) or Datasets) and return its name."""
+def data_name(data: Any, memory_budget_gb: float | None = None) -> str:
+    """Register `(train, test)` data (pairs of tensors (x, y) or Datasets) and return its name;
+    `memory_budget_gb` as the run's `memory_budget_gb=` (None: the default budget)."""
     from sparsetune.data.sources import from_train_and_test
     from sparsetune.data.tensors import TensorSet
 
-    raw = from_train_and_test("data=", data)
+    raw = from_train_and_test("data=", data, memory_budget_gb)
     if not all(isinstance(part, TensorSet) for part in (raw.train, raw.test)):
         raise ValueError(
             "data=: these Datasets are larger than the memory budget and would stream, which "

@@ -7,6 +7,7 @@ validated before any heavy library loads.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from sparsetune.config import (
 )
 from sparsetune.search.choices import EARLY_STOPS, SAMPLERS, check_sampler, resolve_early_stop
 from sparsetune.search.objectives import OBJECTIVES, REQUIRED_OPTION, get_objective
-from sparsetune.validation import register_for_messages
+from sparsetune.validation import PathKind, check_path_kind, register_for_messages
 
 
 def _check_objective(name: str) -> str:
@@ -104,11 +105,98 @@ SubsetOption = Annotated[int | None, Field(ge=1, description="train on this many
 # Not an identity option: both data paths give the same examples in the same order.
 MemoryBudgetOption = Annotated[
     float | None,
-    Field(gt=0, description=DataConfig.model_fields["memory_budget_gb"].description),
+    Field(
+        gt=0,
+        allow_inf_nan=False,
+        description=DataConfig.model_fields["memory_budget_gb"].description,
+    ),
 ]
 CacheDirOption = Annotated[UserPath, Field(description="dense-model cache")]
 ValSizeOption = Annotated[int, Field(ge=1, description="validation examples held out of train")]
 DeviceOption = Annotated[Device, Field(description=one_of(get_args(Device)))]
+# numpy's and Optuna's samplers take seeds below 2**32 (torch would take more, and a negative
+# seed it wraps around: -1 would silently be another seed): one range for every seed option.
+SEED_LIMIT = 2**32
+SeedOption = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
+# Ray queues trials that it cannot place: more than a sweep could ever run is a typo, not a plan.
+MAX_TRIALS = 100_000
+
+
+def checked_paths(kinds: dict[str, PathKind], uri_fix: str = "") -> Any:
+    """A field validator for the fields named in `kinds`: each path, when given, is of its kind
+    (`validation.check_path_kind`: a file, or a folder) or not there yet, and is made absolute
+    (trials run in other folders); a URI is refused (`uri_fix` says where one may go). A
+    validator, not part of the fields' types: a sweep spec anchors its relative paths first."""
+
+    def check(value: Path | None, info: Any) -> Path | None:
+        if value is None:
+            return None
+        if looks_like_uri(value):
+            raise ValueError(
+                f"{value}: a folder path is needed here, not a URI (it is read and written as "
+                f"files){uri_fix}"
+            )
+        return check_path_kind(value, kinds[info.field_name]).resolve()
+
+    return field_validator(*kinds)(check)
+
+
+# MLflow's tracking stores by URI scheme (a SQLAlchemy URI may name a driver after "+":
+# postgresql+psycopg2://); its file store (a plain path, file:) is retired in MLflow 3, which
+# refuses it unless MLFLOW_ALLOW_FILE_STORE is set.
+TRACKING_SCHEMES = (
+    "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"
+)  # fmt: skip
+_ANY_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
+SQLITE_PREFIX = "sqlite:///"
+TRACKING_HELP = "sqlite:///PATH (a file MLflow creates), or http(s)://HOST:PORT of a server"
+
+
+def check_tracking_uri(uri: str) -> str:
+    """`--tracking-uri`: a scheme MLflow stores runs at, checked without MLflow. A SQLite file
+    must be a file (not a folder, a FIFO or a device), and its path is made absolute: trials
+    run in other folders, and a relative path would give each its own database."""
+    match = _ANY_SCHEME.match(uri)
+    scheme = match["scheme"].lower().partition("+")[0] if match else ""
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+            raise ValueError(
+                f"{uri}: MLflow's file store (a plain path or file:) is retired in MLflow 3; "
+                f"use {TRACKING_HELP}"
+            )
+        rest = uri.split(":", 1)[1] if scheme else uri
+        path = Path(rest[2:] if scheme and rest.startswith("//") else rest).expanduser()
+        try:
+            return str(check_path_kind(path.resolve(), "folder"))
+        except ValueError as error:
+            raise ValueError(f"{uri}: the file store {error}") from None
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(f"{uri}: MLflow stores no runs at {scheme}:; use {TRACKING_HELP}")
+    if scheme != "sqlite":
+        return uri
+    path, _, query = uri.removeprefix(SQLITE_PREFIX).partition("?")
+    if not uri.startswith(SQLITE_PREFIX) or path in ("", ":memory:"):
+        raise ValueError(
+            f"{uri}: names no database file, and trials in other processes cannot see an "
+            "in-memory one; use sqlite:///PATH (e.g. sqlite:///runs/mlflow.db)"
+        )
+    # sqlite:////abs/x.db is absolute; sqlite:///x.db is relative to the current folder
+    database = Path(path).expanduser().resolve()
+    try:
+        check_path_kind(database, "file")
+    except ValueError as error:
+        raise ValueError(f"{uri}: the database {error}") from None
+    return f"{SQLITE_PREFIX}{database}" + (f"?{query}" if query else "")
+
+
+def sqlite_file(uri: str | None) -> Path | None:
+    """The database file of a `sqlite:///PATH` tracking URI (None for other stores)."""
+    if uri is None or not uri.startswith(SQLITE_PREFIX):
+        return None
+    return Path(uri.removeprefix(SQLITE_PREFIX).partition("?")[0])
+
+
+TrackingUriOption = Annotated[str, AfterValidator(check_tracking_uri)]
 
 
 def existing_weights(path: Path | None) -> Path | None:
@@ -116,9 +204,9 @@ def existing_weights(path: Path | None) -> Path | None:
     validator, not part of the type: a sweep spec anchors its relative path first."""
     if path is None:
         return None
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"{path}: no such file; pass a .safetensors file or a torch checkpoint")
-    return path.resolve()
+    return check_path_kind(path, "file").resolve()
 
 
 WeightsOption = Annotated[
@@ -146,6 +234,7 @@ class SweepConfig(Frozen):
     min_compression: float | None = Field(
         None,
         ge=1,
+        allow_inf_nan=False,
         description="max-acc: the least compression X (e.g. 10)",
         json_schema_extra=marks(identity=True),
     )
@@ -162,20 +251,33 @@ class SweepConfig(Frozen):
         description="auto (asha for one objective, else off), " + ", ".join(EARLY_STOPS[1:]),
     )
     budget_minutes: float | None = Field(
-        None, gt=0, description="end the sweep after M minutes (running rounds finish)"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="end the sweep after M minutes (running rounds finish)",
     )
     enqueue: str | None = Field(
         None, min_length=1, description="YAML of configurations to try first, or 'paper'"
     )
     dataset: DatasetOption = Field(DEFAULT_DATASET, json_schema_extra=marks(identity=True))
-    data_dir: DataDirOption = DEFAULT_DATA_DIR
+    data_dir: DataDirOption = Field(DEFAULT_DATA_DIR, json_schema_extra=marks(identity=True))
     subset: SubsetOption = Field(None, json_schema_extra=marks(identity=True))
     memory_budget_gb: MemoryBudgetOption = None
     trials: int = Field(
-        8, ge=1, description="number of trials", json_schema_extra=marks(identity=True)
+        8,
+        ge=1,
+        le=MAX_TRIALS,
+        description=f"number of trials (at most {MAX_TRIALS:,})",
+        json_schema_extra=marks(identity=True),
     )
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved per trial")
+    cpus_per_trial: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="CPUs reserved per trial (at most what one machine has: this one, or the "
+        "largest node of --address)",
+    )
     space: UserPath | None = later_default(
         "search-space YAML", "the model's built-in space, else one generated from its layers"
     )
@@ -184,11 +286,17 @@ class SweepConfig(Frozen):
     experiment: str | None = later_default(
         "experiment name", "<model>-<dataset>-<objective>", min_length=1
     )
-    tracking_uri: str | None = later_default(
-        "MLflow tracking URI", "sqlite file in the sweep folder"
+    tracking_uri: TrackingUriOption | None = later_default(
+        f"MLflow tracking URI: {TRACKING_HELP}", "sqlite file in the sweep folder"
     )
-    cache_dir: CacheDirOption = DEFAULT_CACHE_DIR
-    seed: int = Field(0, description="seed of the sampler and of training")
+    # The dense stage trained for a sweep is found again in its cache: another cache is another
+    # dense model (trained anew, or a different one), so a resume cannot change it.
+    cache_dir: CacheDirOption = Field(DEFAULT_CACHE_DIR, json_schema_extra=marks(identity=True))
+    seed: SeedOption = Field(
+        0,
+        description="seed of the sampler and of training (0 to 2**32-1)",
+        json_schema_extra=marks(identity=True),
+    )
     epochs: int | None = Field(
         None,
         ge=0,
@@ -196,7 +304,7 @@ class SweepConfig(Frozen):
         json_schema_extra=marks(identity=True, shown_default="the space's"),
     )
     val_size: ValSizeOption = Field(DEFAULT_VAL_SIZE, json_schema_extra=marks(identity=True))
-    device: DeviceOption = "auto"
+    device: DeviceOption = Field("auto", json_schema_extra=marks(identity=True))
     address: str | None = later_default(
         "join a running Ray cluster: auto, HOST:PORT of its head, or ray://HOST:PORT of its Ray "
         "Client server, which runs the sweep on the head (docs/cluster.md)",
@@ -214,9 +322,14 @@ class SweepConfig(Frozen):
         "GPUs reserved per trial; fractions share one (0.25: four trials a GPU)",
         "1 where --device resolves to cuda, else 0",
         ge=0,
+        allow_inf_nan=False,
     )
 
     _weights_exist = field_validator("weights")(existing_weights)
+    _path_kinds = checked_paths(
+        {"space": "file", "data_dir": "folder", "cache_dir": "folder", "out": "folder"},
+        uri_fix="; put a URI in --storage for Ray's results only",
+    )
 
     @field_validator("address")
     @classmethod
@@ -248,14 +361,6 @@ class SweepConfig(Frozen):
                 raise ValueError(f"--objective {self.objective} needs {flag} (e.g. {example})")
         check_sampler(self.sampler)
         resolve_early_stop(self.early_stop, get_objective(self.objective))
-        for option in ("out", "cache_dir"):
-            value = getattr(self, option)
-            if value is not None and looks_like_uri(value):
-                flag = "--" + option.replace("_", "-")
-                raise ValueError(
-                    f"{flag} {value}: a folder path is needed here, not a URI (trials read and "
-                    "write it as files); put a URI in --storage for Ray's results only"
-                )
         folder = self.storage_dir
         if folder is not None:
             # Set here, not derived on each read: the recorded sweep (sweep.json, the resume

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 # The tag on each trial's child run that names its Ray trial: how a restarted trial finds its run,
 # and how the sweep finds the runs of trials that failed before they reported a run id.
 RAY_TRIAL_TAG = "ray_trial_id"
+# How a run of the sweep ended: Ray ran it to its end; it raised; a stop signal ended it.
+SweepEnd = Literal["finished", "failed", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,16 @@ class SweepRecords:
         """Ray trial id -> the MLflow child run the trial records into."""
         return self.store.child_runs_by_tag(self.parent.run_id, RAY_TRIAL_TAG)
 
-    def close(self, *, failed: bool) -> None:
-        """End the parent run; the state says "finished" only when Ray ran the sweep to its end:
-        anything else can be resumed."""
-        self.parent.finish(failed=failed)
-        self.state.with_(status="running" if failed else "finished").write(self.sweep_dir)
+    def close(self, ended: SweepEnd) -> None:
+        """End the parent run (FINISHED, FAILED, or KILLED when a stop signal ended the sweep);
+        the state says "finished" only when Ray ran the sweep to its end: anything else can be
+        resumed, and a resume sets the parent run back to RUNNING (`open_records`)."""
+        if ended == "interrupted":
+            self.parent.client.set_terminated(self.parent.run_id, "KILLED")
+        else:
+            self.parent.finish(failed=ended == "failed")
+        status = "finished" if ended == "finished" else "running"
+        self.state.with_(status=status).write(self.sweep_dir)
 
 
 def open_records(

@@ -9,13 +9,15 @@ their names sort by time. Light on purpose: no Ray, no Optuna, no torch.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Json
+
+from sparsetune.results import Name, Params, TrialId, read_json_record, read_trials_csv
 from sparsetune.search.enqueue import Enqueued, flat_point
 from sparsetune.search.space import SearchSpace
 from sparsetune.search.state import SweepState, read_state
@@ -78,44 +80,69 @@ def plan_sweep(base: Path, new_sweep: str, now: datetime | None = None) -> Plan:
     return Plan("start", folder, earlier)
 
 
-def front_points(folders: list[Path]) -> list[tuple[str, str, dict[str, Any]]]:
+class _Point(BaseModel):
+    """What the warm start takes of a front record: its method and params (or the trial whose
+    params trials.csv holds). The rest of the record is the review's business."""
+
+    model_config = ConfigDict(strict=True)
+
+    method: Name
+    params: Params | None = None
+    trial_id: TrialId | None = None
+
+
+class _Front(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    front: list[_Point]
+
+
+class _ParamsRow(BaseModel):
+    trial_id: TrialId
+    params: Json[Params]
+
+
+def front_points(
+    folders: list[Path], skipped: list[str] | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
     """(where, method, params) of every front point of the sweeps in `folders`, newest sweep
-    first, each point once. A record without params takes them from the sweep's trials.csv."""
+    first, each point once. A record without params takes them from the sweep's trials.csv.
+    A sweep whose records are missing or damaged gives none; for a damaged one a line is added
+    to `skipped` (the warm start is a head start, not a reason to stop a scheduled sweep)."""
     points, seen = [], set()
     for folder in reversed(folders):
         path = folder / "pareto.json"
         try:
-            front = json.loads(path.read_text()).get("front") or []
-        except (OSError, ValueError, AttributeError):
-            continue  # a sweep that wrote no readable front has nothing to give
-        csv_params = None
-        for index, record in enumerate(front, start=1):
-            method, params = record.get("method"), record.get("params")
+            front = read_json_record(path, _Front).front if path.exists() else []
+            csv_params = _csv_params(folder) if any(p.params is None for p in front) else {}
+        except ValueError as error:
+            if skipped is not None:
+                skipped.append(f"{folder}: its records are not readable ({error})")
+            continue
+        for index, point in enumerate(front, start=1):
+            params = point.params if point.params is not None else csv_params.get(point.trial_id)
             if params is None:
-                csv_params = csv_params if csv_params is not None else _csv_params(folder)
-                params = csv_params.get(str(record.get("trial_id")))
-            if not method or not isinstance(params, dict):
                 continue
-            key = json.dumps([method, params], sort_keys=True, default=str)
+            key = json.dumps([point.method, params], sort_keys=True)
             if key not in seen:
                 seen.add(key)
-                points.append((f"warm start {path.parent.name}: point {index}", method, params))
+                where = f"warm start {path.parent.name}: point {index}"
+                points.append((where, point.method, params))
     return points
 
 
-def _csv_params(folder: Path) -> dict[str, dict[str, Any]]:
-    try:
-        with (folder / "trials.csv").open(newline="") as handle:
-            return {row["trial_id"]: json.loads(row["params"]) for row in csv.DictReader(handle)}
-    except (OSError, ValueError, KeyError):
+def _csv_params(folder: Path) -> dict[str | None, dict[str, Any]]:
+    path = folder / "trials.csv"
+    if not path.exists():
         return {}
+    return {row.trial_id: row.params for row in read_trials_csv(path, _ParamsRow)}
 
 
 def warm_start(folders: list[Path], space: SearchSpace) -> Enqueued:
     """The earlier fronts as points to try first, checked against this sweep's space: a point
     that no longer fits (a method dropped, a range narrowed) is skipped and named."""
     result = Enqueued([])
-    for where, method, params in front_points(folders):
+    for where, method, params in front_points(folders, result.skipped):
         if method not in space.methods:
             result.skipped.append(f"{where}: {method} (not in this sweep)")
             continue

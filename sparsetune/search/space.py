@@ -21,6 +21,7 @@ A model without a space file of its own gets one built from its layers (`generat
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +33,14 @@ from sparsetune.catalog import METHODS, method_config_class
 from sparsetune.config import TrainConfig
 from sparsetune.shipped import SPACES_DIR
 from sparsetune.validation import describe_validation_error
+from sparsetune.yamlio import load_file
 
 if TYPE_CHECKING:
     import optuna
 
 ALL_METHODS = "all"
+SPACE_EXPECTED = "a search-space YAML file with `--space FILE` (`sparsetune space` prints one)"
+FRAGMENT_EXPECTED = "a YAML file of the method's parameters, relative to the space's folder"
 Scalar = bool | int | float | str
 
 
@@ -72,11 +76,37 @@ class ParamSpec(BaseModel):
         if self.choices is not None and not self.choices:
             raise ValueError("`choices` must not be empty")
         if self.low is not None and self.high is not None:
-            if self.low > self.high:
-                raise ValueError(f"low ({self.low}) is above high ({self.high})")
-            if self.log and self.low <= 0:
-                raise ValueError("a log range needs low > 0")
+            self._check_range(self.low, self.high)
+        elif self.step is not None or self.log:
+            raise ValueError("`step` and `log` belong to a range; give `low` and `high` too")
         return self
+
+    def _check_range(self, low: float, high: float) -> None:
+        """Bounds and step that Optuna can sample, each refused before a sweep starts (Optuna
+        itself would fail only at the first trial, after the sweep folder and its run exist)."""
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError("low and high must be finite numbers, not inf or nan")
+        if low > high:
+            raise ValueError(f"low ({low}) is above high ({high}); swap them")
+        if self.log and low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.step is None:
+            return
+        if self.log:
+            raise ValueError("`step` and `log: true` cannot be combined; drop one of them")
+        if not math.isfinite(self.step) or self.step <= 0:
+            raise ValueError("step must be a positive number")
+        if self.integer and self.step != int(self.step):
+            raise ValueError(
+                f"step {self.step} is not a whole number, but the whole-number bounds make "
+                f"this an integer range; give a whole step, or bounds such as {float(low)} and "
+                f"{float(high)} for a float range"
+            )
+        if self.step > high - low and high > low:
+            raise ValueError(
+                f"step ({self.step}) is wider than the range [{low}, {high}]; lower it or widen "
+                "the range"
+            )
 
     def candidate_values(self) -> list[tuple[str, Scalar]]:
         """(where, value) for every value this spec can produce at its edges, for validation."""
@@ -188,8 +218,9 @@ def resolve_space_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     for method, body in raw_methods.items():
         origins[method] = str(path)
         if isinstance(body, str):  # a fragment file, relative to the space
-            origins[method] = str(path.parent / body)
-            body = read_yaml(path.parent / body)
+            fragment = path.parent / body
+            origins[method] = str(fragment)
+            body = read_yaml(fragment, f"{path}: methods.{method}: {fragment}", FRAGMENT_EXPECTED)
         resolved[method] = body or {}
     return {**raw, "methods": resolved}, origins
 
@@ -290,12 +321,7 @@ def _check_against_method_configs(space: SearchSpace) -> None:
                     raise ValueError(f"{where}{'.' + edge if edge else ''}: {problem}") from None
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"space file {path} does not exist; pass --space FILE") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise ValueError(f"{path}: not valid YAML{line}; check indentation and colons") from None
+def read_yaml(path: Path, label: str | None = None, expected: str = SPACE_EXPECTED) -> Any:
+    """A space file or fragment through the package's YAML reader (its limits, one-line errors);
+    `label` starts every error line (default: the path)."""
+    return load_file(path, label=label, expected=expected)

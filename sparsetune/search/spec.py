@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -23,6 +22,7 @@ from sparsetune.catalog import IMAGEFOLDER_PREFIX, NPZ_PREFIX
 from sparsetune.config import Frozen
 from sparsetune.search.options import SweepConfig, looks_like_uri
 from sparsetune.validation import describe_validation_error, register_for_messages
+from sparsetune.yamlio import load_file
 
 NewSweep = Literal["never", "daily", "always"]
 
@@ -128,14 +128,7 @@ def load_spec(path: Path) -> LoadedSpec:
     """Read and validate a spec file (every model's SweepConfig included); one-line ValueError
     naming the file and the field."""
     path = Path(path).expanduser().resolve()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file; pass a sweep spec (docs/cluster.md)") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a folder; pass a sweep spec file") from None
-    except yaml.YAMLError:
-        raise ValueError(f"{path}: not valid YAML; check indentation and colons") from None
+    raw = load_file(path, expected="a sweep spec file (docs/cluster.md)")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of keys (model:, dataset:, ...)")
     try:

@@ -8,6 +8,10 @@ searcher), Optuna's study (`study_name` in `optuna.db`) and MLflow's parent run
 needs no other option, and the options that make the sweep what it is (`identity`), so that a
 resume that would silently change them is refused. Light on purpose: the CLI reads it before it
 imports Ray.
+
+Read back, the file is checked whole (`SweepState` is a pydantic dataclass: types, required keys,
+names that become folder names, finite times): a crafted or damaged file is refused in one line
+before anything of the sweep is opened.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+from pydantic.dataclasses import dataclass
 
 from sparsetune.atomic import atomic_write_text
+from sparsetune.results import Count, FolderName, RunId, read_json_record
 from sparsetune.search.options import SweepConfig, identity_fields
 
 STATE_FILE = "sweep-state.json"
@@ -30,6 +38,8 @@ FORMAT = 1
 # state (storage).
 IDENTITY_FIELDS = identity_fields(SweepConfig)
 Status = Literal["running", "finished"]  # running: started and not finished (killed included)
+# A Unix time that `datetime.fromtimestamp` can turn into a date (before the year 10000).
+Timestamp = Annotated[float, Field(ge=0, le=253_402_300_799, allow_inf_nan=False)]
 
 
 def space_digest(space: Any) -> str:
@@ -44,19 +54,19 @@ def identity(sweep: SweepConfig, space: Any) -> dict[str, Any]:
     return {name: values.get(name) for name in IDENTITY_FIELDS} | {"space": space_digest(space)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
 class SweepState:
-    sweep_id: str  # stable for the folder: names the Ray experiment, the study and the parent run
+    sweep_id: FolderName  # stable for the folder: names the Ray experiment, study, parent run
     status: Status
     identity: dict[str, Any]
-    config: dict[str, Any]  # SweepConfig as JSON: what `--resume DIR` runs again
-    study_name: str
-    ray_name: str
-    tracking_uri: str
-    parent_run_id: str | None = None
-    started: float = field(default_factory=time.time)
-    resumed: int = 0  # how many times the sweep was continued
-    format: int = FORMAT
+    config: dict[str, Any]  # SweepConfig as JSON: what `--resume DIR` runs again (validated then)
+    study_name: Annotated[str, StringConstraints(min_length=1)]  # the file's size bounds it
+    ray_name: FolderName
+    tracking_uri: Annotated[str, StringConstraints(min_length=1)]
+    parent_run_id: RunId | None = None
+    started: Timestamp = field(default_factory=time.time)
+    resumed: Count = 0  # how many times the sweep was continued
+    format: Literal[1] = FORMAT
 
     @classmethod
     def new(cls, sweep: SweepConfig, space: Any, tracking_uri: str) -> SweepState:
@@ -78,12 +88,14 @@ class SweepState:
         atomic_write_text(Path(folder) / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
     def differences(self, sweep: SweepConfig, space: Any) -> list[str]:
-        """The identity options whose value differs from the recorded one, as `--name`."""
+        """The identity options whose value differs from the recorded one, as `--name`. An
+        option the state does not record (written before it joined the identity) is unknown,
+        not a difference."""
         now = identity(sweep, space)
         return [
             "--space (its contents)" if name == "space" else "--" + name.replace("_", "-")
             for name in now
-            if now[name] != self.identity.get(name)
+            if name in self.identity and now[name] != self.identity[name]
         ]
 
 
@@ -91,12 +103,12 @@ def read_state(folder: Path) -> SweepState | None:
     """The folder's state, or None when it has none. ValueError (one line) when it cannot be
     read: a state file is written atomically, so an unreadable one was not written by us."""
     path = Path(folder) / STATE_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        raw = json.loads(path.read_text())
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
-        return SweepState(**raw)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"{path}: not a sweep state this version can resume ({error})") from None
+        return read_json_record(path, SweepState)
+    except ValueError as error:
+        raise ValueError(
+            f"{path}: not a sweep state this version can resume ({error}); restore it, or move "
+            "the folder away and start the sweep anew"
+        ) from None

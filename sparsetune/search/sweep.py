@@ -27,10 +27,12 @@ from sparsetune.identity import dense_key
 from sparsetune.pruning import METHODS
 from sparsetune.search.choices import resolve_early_stop, resolve_sampler
 from sparsetune.search.hypervolume import describe_axes
+from sparsetune.search.interrupt import StopSignals, SweepAborted
 from sparsetune.search.objectives import Objective, resolve_objective
 from sparsetune.search.options import SweepConfig
 from sparsetune.search.progress import SweepProgress
 from sparsetune.search.records import (
+    SweepEnd,
     SweepRecords,
     drop_lost_child_runs,
     log_results,
@@ -44,7 +46,7 @@ from sparsetune.search.space import SearchSpace
 from sparsetune.search.state import SweepState
 from sparsetune.search.stopping import BudgetStopper, DominanceStopper, asha
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
-from sparsetune.search.tuner import TunerPlan, run_tuner, start_ray
+from sparsetune.search.tuner import TunerEnd, TunerPlan, run_tuner, start_ray
 from sparsetune.train.dense_cache import CachedDense, DenseCache
 from sparsetune.train.loop import EpochDone
 from sparsetune.trial import resolve_device, train_dense
@@ -160,13 +162,16 @@ def run_sweep(
     enqueued: list[dict[str, Any]] | None = None,
     resume: SweepState | None = None,
     trial_gpus: float | None = None,
+    stop: StopSignals | None = None,
 ) -> SweepOutcome:
     """Run the trials over the prepared dense model; write and record the results.
 
     `resume`: the state of an unfinished sweep in the same folder (the CLI has checked that it
     is the same sweep), which this call continues: see docs/resume.md. `trial_gpus`: GPUs per
     trial decided elsewhere (Ray Client: where the dense stage ran), instead of from
-    `--gpus-per-trial` or this process's device."""
+    `--gpus-per-trial` or this process's device. `stop`: the signals the caller holds
+    (`interrupt.py`); a first one stops the Tuner with its state saved, writes what finished
+    and raises `SweepInterrupted`, the sweep left resumable."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     strategy = Strategy.resolve(sweep, space, dense)
     records = open_records(
@@ -195,23 +200,47 @@ def run_sweep(
         name=records.state.ray_name,
         storage=sweep.ray_storage(records.sweep_dir),
     )
-    started_ray = start_ray(sweep)
-    failed = True
-    try:
-        run_tuner(
-            plan,
-            resume=resume is not None,
-            # killed before Ray saved anything: nothing runs the study's RUNNING trials now
-            fail_unsaved=lambda: searcher.fail_running_trials(
-                "the sweep was killed before Ray saved it"
-            ),
-        )
-        failed = False
-    finally:
-        if started_ray:
-            ray.shutdown()
-        outcome = _finish(sweep, records, progress, strategy, dense, failed, resume is not None)
+    stop = stop or StopSignals(sweep.sweep_dir, "", active=False)
+    with stop.deferring():  # from here a first stop signal ends the Tuner, not the process
+        started_ray = start_ray(sweep)
+        stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
+        tuner_end: TunerEnd | None = None
+        aborted = False
+        try:
+            tuner_end = run_tuner(
+                plan,
+                resume=resume is not None,
+                # killed before Ray saved anything: nothing runs the study's RUNNING trials now
+                fail_unsaved=lambda: searcher.fail_running_trials(
+                    "the sweep was killed before Ray saved it"
+                ),
+                stop=stop,
+            )
+        except SweepAborted:  # a second signal: out at once, as a SIGKILL would leave it
+            aborted = True
+            raise
+        finally:
+            if started_ray:
+                ray.shutdown()
+            if not aborted:
+                ended = _ENDS.get(tuner_end, "interrupted")  # None: run_tuner raised
+                outcome = _finish(
+                    sweep,
+                    records,
+                    progress,
+                    strategy,
+                    dense,
+                    ended,
+                    resumed=resume is not None,
+                    # a resumed sweep stopped before its Tuner restored the rows: keep the files
+                    write=tuner_end != "not started",
+                )
+    if ended == "interrupted":
+        raise stop.stopped()
     return outcome
+
+
+_ENDS: dict[TunerEnd | None, SweepEnd] = {None: "failed", "finished": "finished"}
 
 
 def _parent_params(
@@ -298,32 +327,38 @@ def _finish(
     progress: SweepProgress,
     strategy: Strategy,
     dense: CachedDense,
-    failed: bool,
+    ended: SweepEnd,
+    *,
     resumed: bool,
+    write: bool = True,
 ) -> SweepOutcome:
     """Write the results and the review, record them on the parent run and close the records.
-    Called when the Tuner ended, failed or was interrupted: what finished is kept either way."""
+    Called when the Tuner ended, failed or was interrupted: what finished is kept either way.
+    `write=False`: the Tuner never ran, so the files written before stay as they are."""
     front = progress.front()
     rows = progress.rows + _failure_rows(progress, records)
     meta = _results_meta(sweep, records, progress, strategy, dense)
-    write_results(records, sweep, front, rows, meta)
-    log_results(
-        records,
-        front,
-        counts={
-            "front_size": len(front),
-            "trials_finished": len(progress.done),
-            "trials_failed": len(progress.failures),
-        },
-        hypervolume_history=progress.hypervolume_history,
-        final={"trials_done": len(progress.done), "hypervolume": meta["hypervolume"]},
-    )
-    record_review(records.sweep_dir, records.store, records.parent, front, rows, progress.console)
-    if resumed and not failed:
+    if write:
+        write_results(records, sweep, front, rows, meta)
+        log_results(
+            records,
+            front,
+            counts={
+                "front_size": len(front),
+                "trials_finished": len(progress.done),
+                "trials_failed": len(progress.failures),
+            },
+            hypervolume_history=progress.hypervolume_history,
+            final={"trials_done": len(progress.done), "hypervolume": meta["hypervolume"]},
+        )
+        record_review(
+            records.sweep_dir, records.store, records.parent, front, rows, progress.console
+        )
+    if resumed and ended == "finished":
         drop_lost_child_runs(
             records, known=progress.done | set(progress.failures) | progress.running
         )
-    records.close(failed=failed)
+    records.close(ended)
     return SweepOutcome(
         records.sweep_dir,
         front,

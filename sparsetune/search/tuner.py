@@ -1,12 +1,12 @@
 """Ray Tune's side of a sweep: join or start Ray, build the Tuner (or restore a killed sweep's),
-and run it to the end."""
+and run it to the end, or until a stop signal (`interrupt.py`) ends it with its state saved."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import ray
 import torch
@@ -16,6 +16,7 @@ from ray.tune.search import Searcher
 from ray.tune.stopper import CombinedStopper, Stopper
 
 from sparsetune.search import private_api
+from sparsetune.search.interrupt import StopSignals
 from sparsetune.search.options import SweepConfig
 
 # Retries of a trial whose worker died (a node lost, the process killed): from its last round's
@@ -53,6 +54,7 @@ class TunerPlan:
             callbacks=list(self.callbacks),
             stop=CombinedStopper(*self.stoppers) if self.stoppers else None,
             verbose=0,
+            progress_reporter=tune.CLIReporter(),  # silent at verbose=0; Jupyter's clears cells
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
             # One checkpoint per trial is all a restart needs; and a trial checkpointing
             # `num_to_keep` times makes Ray save its experiment state at once, so what a
@@ -65,13 +67,46 @@ class TunerPlan:
         return f"{self.storage.rstrip('/')}/{self.name}"
 
 
+# How a run of the Tuner ended: every trial ran; a stop signal ended it (Ray's state saved with
+# the unfinished trials unfinished); a stop signal came before it started (nothing ran).
+TunerEnd = Literal["finished", "interrupted", "not started"]
+
+
+class StopForwarder(tune.Callback):
+    """Passes a stop signal that `StopSignals` recorded on to Tune, at the start of Tune's next
+    step: Tune's handler is installed by then, whenever the signal came."""
+
+    def __init__(self, stop: StopSignals | None) -> None:
+        self.stop = stop
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the Tuner's callbacks when it starts (`tuner.pkl`); signal handlers are
+        # this process's. A restored sweep runs this process's forwarder (`restored_tuner`).
+        return {"stop": None}
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.stop is not None:
+            self.stop.forward_to_tune()
+
+    def get_state(self) -> None:  # nothing of it is saved with Ray's state
+        return None
+
+
 def run_tuner(
-    plan: TunerPlan, *, resume: bool, fail_unsaved: Callable[[], None] | None = None
-) -> None:
-    """Run the plan's trials to the end: a new Tuner, or when `resume` and Ray saved the
-    experiment, the restored one. A resume that finds nothing saved (the sweep was killed before
-    Ray saved anything) calls `fail_unsaved()` first: nothing will run the study's RUNNING
-    trials now."""
+    plan: TunerPlan,
+    *,
+    resume: bool,
+    fail_unsaved: Callable[[], None] | None = None,
+    stop: StopSignals | None = None,
+) -> TunerEnd:
+    """Run the plan's trials: a new Tuner, or when `resume` and Ray saved the experiment, the
+    restored one. A resume that finds nothing saved (the sweep was killed before Ray saved
+    anything) calls `fail_unsaved()` first: nothing will run the study's RUNNING trials now.
+    With `stop`, a signal it records ends the run as Tune's own Ctrl-C does."""
+    if stop is not None and stop.requested:
+        return "not started"
+    if stop is not None:
+        plan = replace(plan, callbacks=[*plan.callbacks, StopForwarder(stop)])
     if resume and tune.Tuner.can_restore(plan.experiment):
         tuner = restored_tuner(plan)
     else:
@@ -81,6 +116,7 @@ def run_tuner(
             plan.trainable, tune_config=plan.tune_config(), run_config=plan.run_config()
         )
     tuner.fit()
+    return "interrupted" if stop is not None and stop.forwarded else "finished"
 
 
 def restored_tuner(plan: TunerPlan) -> tune.Tuner:

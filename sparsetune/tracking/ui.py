@@ -12,25 +12,31 @@ On this project's small machines the server runs one worker, and without MLflow 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparsetune.results import SweepRecord, read_json_record
 from sparsetune.tracking import default_tracking_uri, is_server_uri, local_sqlite_path
 
 DEFAULT_PORT = 5000
 DEFAULT_RUNS_DIR = Path("sparsetune-runs")  # where `sparsetune search` puts sweeps by default
 SWEEP_ROLE_FILTER = "tags.`sparsetune.role` = 'sweep'"
 ML_VIEW = "workflowType=machine_learning"
+# Hosts that mean "every interface", and where a browser on this machine reaches them.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 class UiInputError(ValueError):
@@ -43,15 +49,18 @@ class UiFailed(RuntimeError):
 
 def _store_of(folder: Path) -> str | None:
     """The tracking store a sweep folder was recorded in, or None if it is not a sweep folder."""
-    if (folder / "mlflow.db").is_file():
+    if (folder / "mlflow.db").exists():
         return default_tracking_uri(folder)
     sweep_file = folder / "sweep.json"
-    if not sweep_file.is_file():
+    if not sweep_file.exists():
         return None
     try:
-        uri = json.loads(sweep_file.read_text()).get("tracking_uri")
-    except (OSError, ValueError, AttributeError):
-        return None
+        uri = read_json_record(sweep_file, SweepRecord).tracking_uri
+    except ValueError as error:
+        raise UiInputError(
+            f"{sweep_file}: not a sparsetune sweep.json ({error}); restore it, or pass "
+            "--tracking-uri URI"
+        ) from None
     if not uri:
         return None
     if is_server_uri(uri):
@@ -90,7 +99,7 @@ def resolve_store(out: Path | None, tracking_uri: str | None) -> str:
     store = _store_of(folder)
     if store is not None:
         return store
-    sweeps = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "sweep.json").is_file())
+    sweeps = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "sweep.json").exists())
     stores = {p: s for p in sweeps if (s := _store_of(p)) is not None}
     if len(stores) == 1:
         return next(iter(stores.values()))
@@ -103,6 +112,126 @@ def resolve_store(out: Path | None, tracking_uri: str | None) -> str:
         f"{where}: no MLflow store (mlflow.db) there; pass --out SWEEP_FOLDER (what "
         "`sparsetune search --out` wrote) or --tracking-uri URI"
     )
+
+
+# The first bytes of every SQLite 3 database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Tables every MLflow tracking store has: a database without them is not one (and `mlflow
+# server` would write MLflow's schema into it).
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
+
+
+def check_store(store_uri: str) -> None:
+    """Fail now, with one line, when a local store is not an MLflow store: a SQLite path that is
+    an empty file, a text or random file, or another program's database; a file where MLflow's
+    file store would be a folder. Read only: nothing is created or changed."""
+    scheme = urllib.parse.urlsplit(store_uri).scheme
+    path = local_sqlite_path(store_uri)
+    if path is None:
+        if scheme not in ("", "file") or len(scheme) == 1:  # a server's database (or C:\)
+            return
+        folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(store_uri).path))
+        if folder.exists() and not folder.is_dir():
+            raise UiInputError(
+                f"{store_uri}: a file, not an MLflow store (a file store is a folder; a SQLite "
+                "store is sqlite:///PATH); pass the store a sweep recorded to"
+            )
+        return
+    fix = "pass the mlflow.db a sweep recorded to (--out SWEEP_FOLDER or --tracking-uri URI)"
+    if not path.is_file():
+        raise UiInputError(f"{path}: not a file, so not an MLflow store; {fix}")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except OSError as error:
+        raise UiInputError(f"{path}: cannot be read ({error.strerror}); {fix}") from None
+    if not head:
+        raise UiInputError(f"{path}: an empty file, not an MLflow store; {fix}")
+    if head != SQLITE_MAGIC:
+        raise UiInputError(f"{path}: not a SQLite database, so not an MLflow store; {fix}")
+    tables = _sqlite_tables(path)
+    if tables is None:
+        raise UiInputError(f"{path}: a damaged SQLite database; {fix}")
+    if not MLFLOW_TABLES <= tables:
+        raise UiInputError(f"{path}: a SQLite database without MLflow's tables; {fix}")
+
+
+def _sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of a SQLite file, opened read-only and immutable (no journal, no lock
+    file, nothing written); None when SQLite cannot read it."""
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro&immutable=1"
+    try:
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {str(name) for (name,) in rows}
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None
+
+
+def exposure(host: str, port: int) -> str | None:
+    """A warning when (host, port) is reachable from other machines: MLflow's UI has no login,
+    so whoever reaches it reads (and can edit) every run. None for a loopback address."""
+    if host in _WILDCARDS:
+        where = "every network interface"
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            address = ipaddress.ip_address(str(infos[0][4][0]).partition("%")[0])
+        except (OSError, ValueError):
+            return None  # check_address says what is wrong with it
+        if address.is_loopback:
+            return None
+        where = "every network interface" if address.is_unspecified else f"the network at {address}"
+    shown = host or "''"
+    return (
+        f"--host {shown} listens on {where}: anyone who can reach port {port} can "
+        "read and change these runs (MLflow's UI has no login); pass --host 127.0.0.1 to keep "
+        "it to this machine"
+    )
+
+
+# MLflow's default Host patterns for private networks, kept when the list is given.
+_PRIVATE_HOSTS = ("10.*", "192.168.*", "172.1[6-9].*", "172.2?.*", "172.3[01].*")
+
+
+def network_names() -> list[str]:
+    """How other machines may name this one: its host name and full name where they resolve,
+    then its addresses (the one that routes outward first). Nothing is sent anywhere."""
+    found: list[str] = []
+    name = socket.gethostname()
+    for candidate in (name, socket.getfqdn(name)):
+        try:
+            infos = socket.getaddrinfo(candidate, None, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        found.append(candidate)
+        found += [str(info[4][0]) for info in infos]
+    try:  # a UDP socket "connected" to an outside address: its local end is the outward one
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            found.insert(1 if found else 0, str(probe.getsockname()[0]))
+    except OSError:
+        pass
+    unique = [n for n in dict.fromkeys(found) if n and not _is_loopback(n)]
+    return unique
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+    except ValueError:
+        return name == "localhost"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _http(host: str, port: int) -> str:
+    return f"http://{_bracketed(host)}:{port}"
 
 
 def check_address(host: str, port: int) -> None:
@@ -145,10 +274,34 @@ class MlflowUi:
     @property
     def url(self) -> str:
         """Where a browser on this machine reaches the server."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return _http(_WILDCARDS.get(self.host, self.host), self.port)
+
+    @property
+    def network_url(self) -> str | None:
+        """Where other machines reach a server listening on every interface: this machine's
+        name, or its address (0.0.0.0 itself is no address to browse to); None for any other
+        host."""
+        if self.host not in _WILDCARDS:
+            return None
+        names = network_names()
+        return _http(names[0] if names else _WILDCARDS[self.host], self.port)
+
+    def _network_env(self) -> dict[str, str]:
+        """MLflow's server answers only Host headers and cross-origin writes it knows (DNS
+        rebinding and CORS protection: localhost and private addresses by default). Listening
+        on every interface, it is told this machine's names and addresses too, so that the
+        printed network URL works; settings of the user's own win."""
+        if self.host not in _WILDCARDS:
+            return {}
+        names = network_names()
+        local = ["localhost", "127.0.0.1", "[::1]"]
+        hosts = [_bracketed(name) for name in names] + local
+        return {
+            "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(
+                [*hosts, *(f"{host}:{self.port}" for host in hosts), *_PRIVATE_HOSTS]
+            ),
+            "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(_http(n, self.port) for n in names),
+        }
 
     def experiment_url(self, experiment: Experiment) -> str:
         # MLflow 3's UI opens in its GenAI view (traces) unless told otherwise, per browser:
@@ -170,7 +323,7 @@ class MlflowUi:
             "--workers",
             "1",
         ]
-        env = {**os.environ}
+        env = {**self._network_env(), **os.environ}
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         self._log_dir = Path(tempfile.mkdtemp(prefix="sparsetune-ui-"))
         self.log_path = self._log_dir / "mlflow-server.log"

@@ -99,3 +99,19 @@ def test_search_from_a_script_returns_the_front_with_tickets_and_runs(tmp_path):
         (p["trial_id"], p["round"]) for p in found["front"]
     ]
     assert recorded["hypervolume"] == pytest.approx(found["hypervolume"])
+
+    # Other options on the finished folder: refused, not answered with another sweep's front.
+    with pytest.raises(BadInput, match=r"holds a finished sweep whose --trials differ"):
+        sparsetune.search(
+            "lenet300",
+            data="synthetic",
+            trials=3,
+            space=arguments[0],
+            out=out,
+            cache_dir=arguments[2],
+            experiment="api",
+            val_size=500,
+            max_concurrent=2,
+            seed=0,
+            quiet=True,
+        )

@@ -8,16 +8,20 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from cli_helpers import SWEEP_COMMON, run_cli, sweep_arguments, sweep_rows, sweep_runs
+from sweep_helpers import (
+    assert_each_trial_once,
+    completed_trials,
+    kill_processes_under,
+    trials_with_a_round,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,42 +38,6 @@ methods:
     rounds: {low: 2, high: 3}
     retrain_epochs: 1
 """
-
-
-def _completed_trials(out: Path) -> int:
-    """COMPLETE trials in the sweep's study, read straight from SQLite (never blocks the sweep)."""
-    database = out / "optuna.db"
-    if not database.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
-            return connection.execute(
-                "SELECT count(*) FROM trials WHERE state = 'COMPLETE'"
-            ).fetchone()[0]
-    except sqlite3.Error:  # tables not created yet
-        return 0
-
-
-def _trials_with_a_round(out: Path) -> int:
-    return len(list((out / "trials").glob("*/round-1.safetensors")))
-
-
-def _kill_processes_under(folder: Path) -> None:
-    """SIGKILL the processes whose command line names `folder`: the Ray of the killed driver
-    (GCS, raylet, their helpers), which ran with `folder` as its temp dir. Only this test's
-    Ray: another Ray on the machine has another temp dir. Its workers exit with their raylet."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(folder) in command:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
@@ -90,7 +58,7 @@ def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
         # Killed once two trials finished and another is mid-way: it reported a round (its
         # round-1 ticket is there) and has not finished.
         deadline = time.monotonic() + 240
-        while not (2 <= _completed_trials(out) < _trials_with_a_round(out)):
+        while not (2 <= completed_trials(out) < trials_with_a_round(out)):
             assert driver.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no two trials finished in time"
             time.sleep(0.2)
@@ -99,12 +67,12 @@ def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-        _kill_processes_under(ray_temp)
+        kill_processes_under(ray_temp)
         log.close()
     state = json.loads((out / "sweep-state.json").read_text())
     assert state["status"] == "running"
     parent_before = state["parent_run_id"]
-    assert _completed_trials(out) < TRIALS, "the sweep ended before it was killed"
+    assert completed_trials(out) < TRIALS, "the sweep ended before it was killed"
 
     try:
         # The same --out with other options: refused, one line, exit 2, nothing run.
@@ -125,54 +93,16 @@ def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "resuming sweep" in resumed.stderr
     finally:
-        _kill_processes_under(ray_temp)
+        kill_processes_under(ray_temp)
         shutil.rmtree(ray_temp, ignore_errors=True)
 
-    # Ray's results as the sweep wrote them: each trial finished once, none failed.
-    summary = json.loads((out / "pareto.json").read_text())
-    assert summary["trials"]["finished"] == TRIALS
-    assert summary["trials"]["failed"] == 0
-    rows = sweep_rows(out)
-    assert len({r["trial_id"] for r in rows if r["status"] == "ok"}) == TRIALS
-    assert len({(r["trial_id"], r["round"]) for r in rows}) == len(rows)  # no round twice
-
-    # MLflow: the one parent run of the first start, one finished child run per trial.
-    client, parents, children = sweep_runs(out, EXPERIMENT)
-    assert [p.info.run_id for p in parents] == [parent_before]
-    assert parents[0].info.status == "FINISHED"
-    trial_ids = [c.data.tags["ray_trial_id"] for c in children]
-    assert len(trial_ids) == len(set(trial_ids)) == TRIALS
-    assert {c.info.status for c in children} == {"FINISHED"}
-    # The trial killed mid-way continued in its own run, each round recorded once.
+    # Each trial once in Ray's results, MLflow (under the parent run of the first start) and the
+    # study of the first start.
+    _, children, _ = assert_each_trial_once(out, EXPERIMENT, TRIALS, parent_before)
+    # The trial killed mid-way continued in its own run.
     assert any("restarts" in c.data.tags for c in children)
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "compression")]
-        own = sorted(int(r["round"]) for r in rows if r["run_id"] == child.info.run_id)
-        assert sorted(steps) == own
-    assert set(trial_ids) == {r["trial_id"] for r in rows}
-    assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
 
-    # Optuna: the study of the first start holds each trial once as COMPLETE; nothing is left
-    # RUNNING (a trial Ray lost at the kill is FAIL, marked sparsetune_lost).
-    storage = f"sqlite:///{out / 'optuna.db'}"
-    (study_name,) = optuna.get_all_study_names(storage)
-    assert study_name == state["study_name"]
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == TRIALS
-    assert optuna.trial.TrialState.RUNNING not in states
-    for trial in study.trials:
-        if trial.state != optuna.trial.TrialState.COMPLETE:
-            assert trial.state == optuna.trial.TrialState.FAIL
-            assert "sparsetune_lost" in trial.user_attrs
-    assert {
-        t.user_attrs["config_hash"]
-        for t in study.trials
-        if t.state == optuna.trial.TrialState.COMPLETE
-    } == {c.data.tags["config_hash"] for c in children}
-
-    # The state file says finished; the same command again does nothing.
-    assert json.loads((out / "sweep-state.json").read_text())["status"] == "finished"
+    # The same command again does nothing.
     again = run_cli("search", *arguments, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "has finished; nothing to do" in again.stderr
@@ -275,7 +205,7 @@ def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
         while not workers:
             assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial reported a round in time"
-            assert _completed_trials(out) == 0, "every trial ended before one could be killed"
+            assert completed_trials(out) == 0, "every trial ended before one could be killed"
             trial_id = _unfinished_trial_with_a_checkpoint(out)
             workers = _trial_workers(ray_temp, trial_id) if trial_id else []
             time.sleep(0.05)
@@ -284,7 +214,7 @@ def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-        _kill_processes_under(ray_temp)
+        kill_processes_under(ray_temp)
         shutil.rmtree(ray_temp, ignore_errors=True)
         log.close()
 
