@@ -25,6 +25,19 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     )
 
 
+def run_cli_many(calls: dict[str, dict]) -> dict[str, subprocess.CompletedProcess]:
+    """Many short `sparsetune` commands, a few at a time: {name: run_cli's keywords, `args` for
+    its arguments} -> {name: CompletedProcess}. For tables of refusals, each mostly imports."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        call = dict(calls[name])
+        return name, run_cli(*call.pop("args"), **call)
+
+    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
+        return dict(pool.map(run, calls))
+
+
 # The e2e tests' spaces: one dense epoch and one-epoch retraining, so a trial takes seconds.
 # SMALL_SPACE searches magnitude's criterion too; MAGNITUDE_GLOBAL_SPACE only its sparsity.
 SMALL_SPACE = """

@@ -17,13 +17,12 @@ import os
 import shutil
 import subprocess
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import assert_one_error_line, run_cli
+from cli_helpers import assert_one_error_line, run_cli, run_cli_many
 from safetensors.torch import load_file, save_file
 
 pytestmark = pytest.mark.slow  # over 100 short subprocesses
@@ -496,21 +495,25 @@ def outcomes(tmp_path_factory, ticket) -> dict[str, Outcome]:
         _make_inputs(folder, ticket, damaged_data=any("{tmp}/fm-" in a for a in arguments))
         folders[case_id] = folder
 
-    def run(case: tuple[str, list[str], list[str]]) -> tuple[str, Outcome]:
-        case_id, arguments, _ = case
-        folder = folders[case_id]
-        before = _tree(folder)
-        result = run_cli(
-            *[a.format(tmp=folder, ticket=ticket) for a in arguments],
-            cwd=folder,
-            env={"PYTHONPATH": str(folder / "mods")},
-            timeout=300,
-        )
-        return case_id, Outcome(result, before, _tree(folder), (folder / "IMPORTED").exists())
-
+    before = {case_id: _tree(folder) for case_id, folder in folders.items()}
     ticket_before = ticket.read_bytes()
-    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
-        done = dict(pool.map(run, CASES))
+    results = run_cli_many(
+        {
+            case_id: {
+                "args": [a.format(tmp=folders[case_id], ticket=ticket) for a in arguments],
+                "cwd": folders[case_id],
+                "env": {"PYTHONPATH": str(folders[case_id] / "mods")},
+                "timeout": 300,
+            }
+            for case_id, arguments, _ in CASES
+        }
+    )
+    done = {
+        case_id: Outcome(
+            results[case_id], before[case_id], _tree(folder), (folder / "IMPORTED").exists()
+        )
+        for case_id, folder in folders.items()
+    }
     assert ticket.read_bytes() == ticket_before, "a command changed the source ticket"
     return done
 

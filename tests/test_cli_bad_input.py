@@ -7,9 +7,10 @@ MLflow store appears.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cli_helpers import SYNTHETIC_RUN, assert_one_error_line, run_cli
+from cli_helpers import SYNTHETIC_RUN, assert_one_error_line, run_cli, run_cli_many
 
 BAD_SPACES = {
     "out_of_range.yaml": "methods:\n  magnitude:\n    c_fc: {low: -1, high: 2}\n",
@@ -107,27 +108,50 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    spaces = tmp_path / "spaces"
+def make_workdir(folder: Path) -> Path:
+    spaces = folder / "spaces"
     spaces.mkdir()
     for name, text in BAD_SPACES.items():
         (spaces / name).write_text(text)
-    (tmp_path / "a-file").write_text("not a folder")
-    return tmp_path
+    (folder / "a-file").write_text("not a folder")
+    return folder
 
 
-@pytest.mark.parametrize("case_id, arguments, expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_one_line_and_exit_code_2(workdir, case_id, arguments, expected):
+def search_arguments(workdir: Path, arguments: list[str]) -> list[str]:
+    """The case's arguments in `workdir`, with a model, an --out and a --cache-dir there."""
     arguments = [a.format(spaces=workdir / "spaces", tmp=workdir) for a in arguments]
     if "--model" not in arguments:
         arguments = ["--model", "lenet5", *arguments]
     if "--out" not in arguments:
         arguments += ["--out", str(workdir / "sweep")]
-    before = sorted(p.name for p in workdir.iterdir())
+    return ["search", *arguments, "--cache-dir", str(workdir / "cache")]
 
-    result = run_cli("search", *arguments, "--cache-dir", str(workdir / "cache"), cwd=workdir)
 
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory) -> dict[str, tuple[list[str], Any, Path]]:
+    """Every case run once in its own folder, a few at a time: {id: (the folder's listing
+    before, the process, the folder)}."""
+    folders = {case[0]: make_workdir(tmp_path_factory.mktemp(case[0])) for case in CASES}
+    before = {
+        case_id: sorted(p.name for p in folder.iterdir()) for case_id, folder in folders.items()
+    }
+    results = run_cli_many(
+        {
+            case_id: {
+                "args": search_arguments(folders[case_id], arguments),
+                "cwd": folders[case_id],
+            }
+            for case_id, arguments, _ in CASES
+        }
+    )
+    return {case_id: (before[case_id], results[case_id], folders[case_id]) for case_id in folders}
+
+
+@pytest.mark.parametrize(
+    "case_id, expected", [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_gets_one_line_and_exit_code_2(refusals, case_id, expected):
+    before, result, workdir = refusals[case_id]
     assert_one_error_line(result, expected)
     # Nothing half-written: no sweep folder, no MLflow store, no dense cache.
     assert sorted(p.name for p in workdir.iterdir()) == before

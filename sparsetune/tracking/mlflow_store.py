@@ -8,6 +8,7 @@ processes on one tracking URI.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -15,10 +16,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sparsetune.tracking import is_server_uri
+from sparsetune.tracking import is_server_uri, local_sqlite_path
 
 PARENT_TAG = "mlflow.parentRunId"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run page's Description, rendered as Markdown
@@ -31,6 +34,15 @@ TRAINING_KIND = "custom_model_development"
 # tables") say nothing a user acts on. Set here, after `import mlflow` configured its loggers.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _store_lock(tracking_uri: str) -> contextlib.AbstractContextManager[Any]:
+    """An exclusive lock on a local SQLite store (`<db>.lock` beside it); none for a server."""
+    database = local_sqlite_path(tracking_uri)
+    if database is None:
+        return contextlib.nullcontext()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(database) + ".lock")
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:
@@ -82,8 +94,6 @@ class MlflowRun:
         self.client.update_run(self.run_id, status="RUNNING")
 
     def exists(self) -> bool:
-        from mlflow.exceptions import MlflowException
-
         try:
             return self.client.get_run(self.run_id).info.lifecycle_stage == "active"
         except MlflowException:
@@ -103,20 +113,33 @@ class MlflowStore:
         """Get or create the experiment; artifacts go to `artifact_dir` when the store is local.
 
         A tracking server (http/https) keeps its own artifact store: a `file://` location here
-        would point at this machine's disk, which the server (and everyone else) cannot read."""
-        client = MlflowClient(tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
+        would point at this machine's disk, which the server (and everyone else) cannot read.
+
+        Two sweeps may open one new SQLite store at once (cron, two terminals): each would create
+        its tables (alembic's migration) and the experiment, and the second would fail on what the
+        first made. A lock file beside the database makes them take turns; on a server, an
+        experiment another client created meanwhile is read back."""
+        with _store_lock(tracking_uri):
+            client = MlflowClient(tracking_uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                location = None
+                if artifact_dir is not None and not is_server_uri(tracking_uri):
+                    location = Path(artifact_dir).resolve().as_uri()
+                try:
+                    experiment_id = client.create_experiment(
+                        experiment,
+                        artifact_location=location,
+                        tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
+                    )
+                    return cls(tracking_uri, experiment_id)
+                except MlflowException:
+                    found = client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
             if found.tags.get(EXPERIMENT_KIND_TAG) is None:
                 client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return cls(tracking_uri, found.experiment_id)
-        location = None
-        if artifact_dir is not None and not is_server_uri(tracking_uri):
-            location = Path(artifact_dir).resolve().as_uri()
-        experiment_id = client.create_experiment(
-            experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
-        )
-        return cls(tracking_uri, experiment_id)
 
     def start_run(
         self, name: str, *, parent: str | None = None, tags: Mapping[str, Any] | None = None

@@ -6,15 +6,13 @@ nothing new: no sweep folder, no mlflow.db, no cache), and a resume that changes
 from __future__ import annotations
 
 import os
-import secrets
-import signal
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from cli_helpers import SMALL_SPACE, SYNTHETIC_RUN, assert_one_error_line, run_cli
-from cluster_helpers import free_port, ray_node, short_temp_dir, stop, wait_for_nodes
+from cli_helpers import SMALL_SPACE, SYNTHETIC_RUN, assert_one_error_line, run_cli, run_cli_many
 
 from sparsetune.search.options import MAX_TRIALS, SEED_LIMIT, SweepConfig
 from sparsetune.search.space import load_space
@@ -195,6 +193,10 @@ CASES = [
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
+    return make_workdir(tmp_path)
+
+
+def make_workdir(tmp_path: Path) -> Path:
     """The test's folder with the paths the cases name; the user code sits in its own folder
     (on PYTHONPATH), so that the folder's listing shows only what a run leaves."""
     (tmp_path / "a-file").write_text("a file, not a folder")
@@ -213,30 +215,45 @@ def listing(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
 
-def run_refused(workdir: Path, command: str, arguments: list[str], words: list[str]) -> None:
+def refusal_call(workdir: Path, command: str, arguments: list[str]) -> dict:
     """`sparsetune COMMAND` with the synthetic defaults, `--out` and `--cache-dir` in the test's
-    folder, then `arguments` (a later option wins): refused as `words` say, nothing written."""
-    before = listing(workdir)
+    folder, then `arguments` (a later option wins), as run_cli's keywords."""
     defaults = [*SYNTHETIC_RUN, "--out", "run", "--cache-dir", "cache"]
     if command == "prune":
         defaults += ["--epochs", "1"]
     given = [argument.replace("{tmp}", str(workdir)) for argument in arguments]
-    result = run_cli(
-        command, *defaults, *given, cwd=workdir, env={"PYTHONPATH": str(workdir / "code")}
+    return {
+        "args": [command, *defaults, *given],
+        "cwd": workdir,
+        "env": {"PYTHONPATH": str(workdir / "code")},
+    }
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory) -> dict[str, tuple[set[str], Any, set[str]]]:
+    """Every case of CASES run once in its own folder, a few at a time: {id: (the folder's
+    listing before, the process, the listing after)}."""
+    folders = {case[0]: make_workdir(tmp_path_factory.mktemp(case[0])) for case in CASES}
+    before = {case_id: listing(folder) for case_id, folder in folders.items()}
+    results = run_cli_many(
+        {
+            case_id: refusal_call(folders[case_id], command, args)
+            for case_id, command, args, _ in CASES
+        }
     )
-    assert_one_error_line(result, words)
-    assert listing(workdir) == before  # no run folder, no mlflow.db, no cache, no ray folder
+    return {
+        case_id: (before[case_id], results[case_id], listing(folder))
+        for case_id, folder in folders.items()
+    }
 
 
 @pytest.mark.parametrize(
-    ("command", "arguments", "words"),
-    [case[1:] for case in CASES],
-    ids=[case[0] for case in CASES],
+    ("case_id", "words"), [(c[0], c[3]) for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_a_bad_option_is_refused_in_one_line_before_anything_is_written(
-    workdir, command, arguments, words
-):
-    run_refused(workdir, command, arguments, words)
+def test_a_bad_option_is_refused_in_one_line_before_anything_is_written(refusals, case_id, words):
+    before, result, after = refusals[case_id]
+    assert_one_error_line(result, words)
+    assert after == before  # no run folder, no mlflow.db, no cache, no ray folder
 
 
 def test_a_sweep_spec_gets_the_same_checks(workdir):
@@ -379,40 +396,3 @@ def test_import_object_turns_an_exit_on_import_into_one_line(tmp_path, monkeypat
         import_object("interrupted:f")
     with pytest.raises(NotImportable, match="cannot import 'not_there_at_all'"):
         import_object("not_there_at_all:f")
-
-
-@pytest.mark.slow
-def test_a_trial_larger_than_any_node_of_the_cluster_is_refused(workdir):
-    """A real head (`ray start`, two CPUs, token authentication on) joined with --address: a
-    trial of three CPUs could never be placed, and is refused before anything is written."""
-    port = free_port()
-    token = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    head = None
-    try:
-        head = ray_node(
-            "--head",
-            f"--port={port}",
-            "--include-dashboard=false",
-            f"--temp-dir={short_temp_dir()}",
-            env={**os.environ, **token, "RAY_AUTH_MODE": "token"},
-        )
-        wait_for_nodes(f"127.0.0.1:{port}", 1, {**os.environ, **token, "RAY_AUTH_MODE": "token"})
-        before = listing(workdir)
-        for option, words in [
-            (["--cpus-per-trial", "3"], ["--cpus-per-trial 3", "has 2 CPUs"]),
-            (["--gpus-per-trial", "1"], ["--gpus-per-trial 1", "has 0 GPUs"]),
-        ]:
-            result = run_cli(
-                "search",
-                *SYNTHETIC_RUN,
-                *("--out", "run", "--cache-dir", "cache", "--address", f"127.0.0.1:{port}"),
-                *option,
-                cwd=workdir,
-                env=token,
-            )
-            assert_one_error_line(
-                result, [*words, f"the largest node of the cluster at 127.0.0.1:{port}"]
-            )
-        assert listing(workdir) == before
-    finally:
-        stop(head, signal.SIGTERM)

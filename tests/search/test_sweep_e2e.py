@@ -17,7 +17,16 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from cli_helpers import SMALL_SPACE, run_sweep_cli, sweep_rows, sweep_runs
+from cli_helpers import (
+    SMALL_SPACE,
+    SYNTHETIC_RUN,
+    assert_one_error_line,
+    run_cli,
+    run_sweep_cli,
+    sweep_rows,
+    sweep_runs,
+)
+from cluster_helpers import wait_for_nodes
 from safetensors.torch import load_file
 
 from sparsetune.search.pareto import dominates
@@ -168,7 +177,8 @@ def test_search_joins_an_existing_cluster_with_address(tmp_path):
     """`ray start --head` with token authentication on, as the README tells users to start a
     cluster; the sweep joins it with --address and must send the token. The token travels in
     RAY_AUTH_TOKEN so the test leaves ~/.ray alone. `--block` keeps the head in the foreground
-    so the test stops exactly the cluster it started, nothing else on the machine."""
+    so the test stops exactly the cluster it started, nothing else on the machine. Before the
+    sweep, trials larger than the head's one node are refused against the same cluster."""
     port = _free_port()
     token = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
     # Ray's Unix sockets live under the temp dir and their paths may not exceed 107 bytes:
@@ -194,6 +204,23 @@ def test_search_joins_an_existing_cluster_with_address(tmp_path):
     )
     try:
         address = f"127.0.0.1:{port}"
+        wait_for_nodes(address, 1, {**os.environ, **token, "RAY_AUTH_MODE": "token"})
+        # A trial no node can hold is refused before anything is written, not waited for.
+        for option, words in [
+            (["--cpus-per-trial", "3"], ["--cpus-per-trial 3", "has 2 CPUs"]),
+            (["--gpus-per-trial", "1"], ["--gpus-per-trial 1", "has 0 GPUs"]),
+        ]:
+            refused = run_cli(
+                "search",
+                *SYNTHETIC_RUN,
+                *("--out", "too-big", "--cache-dir", "cache", "--address", address, *option),
+                cwd=tmp_path,
+                env=token,
+            )
+            assert_one_error_line(
+                refused, [*words, f"the largest node of the cluster at {address}"]
+            )
+        assert list(tmp_path.iterdir()) == []
         result, out = run_sweep_cli(
             tmp_path, SMALL_SPACE, 2, "cluster", "--address", address, env=token, timeout=300
         )
