@@ -121,3 +121,18 @@ def assert_each_trial_once(out: Path, experiment: str, trials: int, parent_run_i
     hashes = {t.user_attrs["config_hash"] for t in study.trials if t.state == complete}
     assert hashes == {c.data.tags["config_hash"] for c in children}
     return client, children, rows
+
+
+def magnitude_space(rounds: str) -> str:
+    """The e2e sweeps' space: one dense epoch, global iterative magnitude pruning with one-epoch
+    retraining over `rounds` (a YAML value), so that a trial stopped mid-way has a round's
+    checkpoint to continue from."""
+    return (
+        "train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}\n"
+        "methods:\n"
+        "  magnitude:\n"
+        "    criterion: global\n"
+        "    sparsity: {low: 0.3, high: 0.95}\n"
+        f"    rounds: {rounds}\n"
+        "    retrain_epochs: 1\n"
+    )

@@ -225,15 +225,21 @@ PARETO = {
 
 @pytest.mark.parametrize("craft", list(PARETO.values()), ids=list(PARETO))
 def test_report_refuses_a_crafted_pareto_json_and_writes_nothing(sweep_dir, capsys, craft):
+    _assert_report_refuses(sweep_dir, capsys, "pareto.json", craft)
+
+
+def _assert_report_refuses(sweep_dir: Path, capsys, name: str, craft) -> None:
+    """`report` on the sweep with its `name` replaced by what `craft` makes: one line naming the
+    file, no quote of the huge string, nothing written."""
     content = craft(sweep_dir)
-    (sweep_dir / "pareto.json").unlink()
-    _write(sweep_dir / "pareto.json", content)
+    (sweep_dir / name).unlink()
+    _write(sweep_dir / name, content)
     before = listing(sweep_dir)
     code, stderr = cli(capsys, "report", str(sweep_dir))
-    assert_refused(code, stderr, "pareto.json", "restore it")
+    assert_refused(code, stderr, name, "restore it")
     assert HUGE[:200] not in stderr
     assert listing(sweep_dir) == before
-    assert not any((sweep_dir / name).exists() for name in REVIEW_FILES)
+    assert not any((sweep_dir / review).exists() for review in REVIEW_FILES)
 
 
 def _trials(sweep: Path, line: int, column: str, value: str) -> str:
@@ -269,15 +275,7 @@ TRIALS = {
 
 @pytest.mark.parametrize("craft", list(TRIALS.values()), ids=list(TRIALS))
 def test_report_refuses_a_crafted_trials_csv_and_writes_nothing(sweep_dir, capsys, craft):
-    content = craft(sweep_dir)
-    (sweep_dir / "trials.csv").unlink()
-    _write(sweep_dir / "trials.csv", content)
-    before = listing(sweep_dir)
-    code, stderr = cli(capsys, "report", str(sweep_dir))
-    assert_refused(code, stderr, "trials.csv", "restore it")
-    assert HUGE[:200] not in stderr
-    assert listing(sweep_dir) == before
-    assert not any((sweep_dir / name).exists() for name in REVIEW_FILES)
+    _assert_report_refuses(sweep_dir, capsys, "trials.csv", craft)
 
 
 def test_a_fully_pruned_round_reads_back(sweep_dir, capsys):

@@ -23,6 +23,7 @@ from sweep_helpers import (
     assert_each_trial_once,
     completed_trials,
     kill_processes_under,
+    magnitude_space,
     signal_processes_under,
     start_search,
     trials_with_a_round,
@@ -32,16 +33,7 @@ pytestmark = pytest.mark.slow
 
 TRIALS = 3
 EXPERIMENT = "interrupt"
-# Three rounds: a trial that reported its first has two to go when the signal lands.
-SPACE = """
-train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
-methods:
-  magnitude:
-    criterion: global
-    sparsity: {low: 0.3, high: 0.95}
-    rounds: 3
-    retrain_epochs: 1
-"""
+SPACE = magnitude_space("3")  # a trial that reported its first round has two to go
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from sweep_helpers import (
     assert_each_trial_once,
     completed_trials,
     kill_processes_under,
+    magnitude_space,
     trials_with_a_round,
 )
 
@@ -27,17 +28,7 @@ pytestmark = pytest.mark.slow
 
 TRIALS = 6
 EXPERIMENT = "resume"
-# Iterative magnitude pruning over 2 or 3 rounds: a trial killed mid-way has a round's checkpoint
-# to continue from.
-SPACE = """
-train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}
-methods:
-  magnitude:
-    criterion: global
-    sparsity: {low: 0.3, high: 0.95}
-    rounds: {low: 2, high: 3}
-    retrain_epochs: 1
-"""
+SPACE = magnitude_space("{low: 2, high: 3}")
 
 
 def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
