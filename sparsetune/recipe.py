@@ -30,13 +30,26 @@ class MethodRecipe:
     train: TrainConfig
     params: dict[str, Any]
     source: str
+    notes: tuple[str, ...] = ()  # what a person should know of this recipe, a line each
 
-    def scaled_to(self, epochs: int, defaults: Mapping[str, Any] | None = None) -> MethodRecipe:
+    def scaled_to(
+        self,
+        epochs: int,
+        defaults: Mapping[str, Any] | None = None,
+        per_step: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> MethodRecipe:
         """Dense training of `epochs` epochs, and every `*epochs` parameter of the method scaled by
         the same factor (at least 1 where it was at least 1): a quick run of the same recipe.
         `defaults` are the method's Config defaults: an `*epochs` knob the recipe does not list
-        (every knob, for a model without a recipe file) is scaled from its default."""
+        (every knob, for a model without a recipe file) is scaled from its default. `per_step`
+        (`PruningMethod.per_step_knobs`: rate knob -> its `*epochs` knob) are rates per training
+        step: each is multiplied by how much shorter its phase became (old / new epochs), so that
+        the short run regularises as much in all as the full one (L0's gates close, sensitivity's
+        decay shrinks the weights as far). `overrides` (`--set`) win over the recipe: a length
+        set there is the one its rates are scaled to, and a rate set there is left as it is."""
         factor = epochs / self.train.epochs if self.train.epochs else 1.0
+        full = {**(defaults or {}), **self.params}
         unlisted = {
             key: value
             for key, value in (defaults or {}).items()
@@ -46,11 +59,23 @@ class MethodRecipe:
             key: _scaled(value, factor) if key.endswith("epochs") else value
             for key, value in {**unlisted, **self.params}.items()
         }
+        overrides = overrides or {}
+        for rate, length in (per_step or {}).items():
+            before, after = full.get(length), overrides.get(length, params.get(length))
+            if rate in overrides or not isinstance(full.get(rate), int | float):
+                continue
+            if _is_count(before) and _is_count(after) and before > 0 and after > 0:
+                if before != after:
+                    params[rate] = full[rate] * before / after
         return MethodRecipe(self.train.model_copy(update={"epochs": epochs}), params, self.source)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _scaled(value: Any, factor: float) -> Any:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not _is_count(value) or value <= 0:
         return value
     return max(1, math.ceil(value * factor))
 

@@ -46,6 +46,9 @@ class RoundMetrics:
     total_weights: int
     architecture: str  # surviving units, e.g. "20-50-800-500"
     seconds: float  # wall time since the trial started
+    # Training epochs of the trial up to this round (the shared dense stage excluded): what
+    # `--budget-epochs` counts (sparsetune.pruning.epochs).
+    epochs_trained: int = 0
     # Bytes of the round's sparse export (nonzero values and their indices): the memory
     # footprint (docs/export.md). None when the round wrote no ticket.
     memory_footprint_bytes: int | None = None
@@ -108,6 +111,7 @@ class TrialRow(BaseModel):
     memory_footprint_bytes: Count | None = None
     architecture: Long | None = None
     seconds: NonNegative | None = None
+    epochs_trained: Count | None = None
     config_hash: Name | None = None
     run_id: RunId | None = None
     params: Json[Params] = {}

@@ -15,6 +15,8 @@ from pathlib import Path
 import optuna
 from cli_helpers import sweep_rows, sweep_runs
 
+from sparsetune.search.rounds import SOURCE_ATTR, is_round_trial
+
 
 def start_search(arguments: list[str], cwd: Path, ray_temp: Path, log: Path) -> subprocess.Popen:
     """`sparsetune search ARGUMENTS` in a session of its own (as a terminal runs a command:
@@ -30,15 +32,24 @@ def start_search(arguments: list[str], cwd: Path, ray_temp: Path, log: Path) -> 
     )
 
 
+def ray_trials(study) -> list:
+    """The study's trials that Ray ran, in order: not the earlier rounds added beside them
+    (search/rounds.py)."""
+    return sorted((t for t in study.trials if not is_round_trial(t)), key=lambda t: t.number)
+
+
 def completed_trials(out: Path) -> int:
-    """COMPLETE trials in the sweep's study, read straight from SQLite (never blocks the sweep)."""
+    """COMPLETE trials Ray ran in the sweep's study (not the earlier rounds added beside them),
+    read straight from SQLite (never blocks the sweep)."""
     database = out / "optuna.db"
     if not database.exists():
         return 0
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
             return connection.execute(
-                "SELECT count(*) FROM trials WHERE state = 'COMPLETE'"
+                "SELECT count(*) FROM trials WHERE state = 'COMPLETE' AND trial_id NOT IN "
+                "(SELECT trial_id FROM trial_user_attributes WHERE key = ?)",
+                (SOURCE_ATTR,),
             ).fetchone()[0]
     except sqlite3.Error:  # tables not created yet
         return 0
@@ -113,12 +124,20 @@ def assert_each_trial_once(out: Path, experiment: str, trials: int, parent_run_i
     assert optuna.get_all_study_names(storage) == [state["study_name"]]
     study = optuna.load_study(study_name=state["study_name"], storage=storage)
     complete = optuna.trial.TrialState.COMPLETE
-    assert [t.state for t in study.trials].count(complete) == trials
-    for trial in study.trials:
+    ran = ray_trials(study)
+    assert [t.state for t in ran].count(complete) == trials
+    for trial in ran:
         if trial.state != complete:
             assert trial.state == optuna.trial.TrialState.FAIL
             assert "sparsetune_lost" in trial.user_attrs
-    hashes = {t.user_attrs["config_hash"] for t in study.trials if t.state == complete}
+    hashes = {t.user_attrs["config_hash"] for t in ran if t.state == complete}
+    # Every reported round once in the study: Ray's trial holds its last, the others are added.
+    told = [
+        (t.user_attrs["ray_trial_id"], t.user_attrs["round"])
+        for t in study.trials
+        if t.state == complete
+    ]
+    assert sorted(told) == sorted((r["trial_id"], int(r["round"])) for r in rows)
     assert hashes == {c.data.tags["config_hash"] for c in children}
     return client, children, rows
 
@@ -136,3 +155,14 @@ def magnitude_space(rounds: str) -> str:
         f"    rounds: {rounds}\n"
         "    retrain_epochs: 1\n"
     )
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -93,6 +93,8 @@ CASES = [
         ["--early-stop dominance is for Pareto objectives", "asha"],
     ),
     ("zero-budget", ["--budget-minutes", "0"], ["--budget-minutes", "greater than 0"]),
+    ("zero-epoch-budget", ["--budget-epochs", "0"], ["--budget-epochs", "greater than 0"]),
+    ("fractional-epoch-budget", ["--budget-epochs", "2.5"], ["--budget-epochs", "integer"]),
     ("missing-points", ["--enqueue", "{spaces}/nowhere.yaml"], ["--enqueue", "no such file"]),
     (
         "point-out-of-range",

@@ -12,7 +12,7 @@ import torch
 from cli_helpers import SYNTHETIC_RUN, run_cli, run_sweep_cli, sweep_rows
 from safetensors.torch import load_file, save_file
 
-from sparsetune.app.checks import space_for_weights
+from sparsetune.app.checks import DenseStage, narrowed_space, space_for_run
 from sparsetune.app.errors import BadInput
 from sparsetune.config import DataConfig, TrialConfig
 from sparsetune.identity import dense_key, trial_hash
@@ -165,13 +165,14 @@ def test_a_search_space_rewinds_to_theta_0_under_weights(tmp_path):
         }
     )
     sweep = SweepConfig(model="lenet300", weights=tmp_path / "a.pt")
-    pinned = space_for_weights(sweep, space)
+    pinned = space_for_run(sweep, space)
     assert pinned.methods["lottery"]["rewind_iteration"].value == 0
     assert pinned.methods["magnitude"] == space.methods["magnitude"]
-    assert space_for_weights(SweepConfig(model="lenet300"), space) is space
+    long_dense = DenseStage.of(space.train.model_copy(update={"epochs": 20}), 5000)
+    assert narrowed_space(space, long_dense) == (space, None)
     fixed = SearchSpace(methods={"lottery": {"rewind_iteration": 500}})
     with pytest.raises(BadInput, match="fixes lottery's rewind_iteration at 500"):
-        space_for_weights(sweep, fixed)
+        space_for_run(sweep, fixed)
 
 
 WEIGHTS_SPACE = """

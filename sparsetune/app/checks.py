@@ -6,9 +6,12 @@ first file, folder or MLflow run. Heavy libraries are imported inside the check 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +24,7 @@ from sparsetune.validation import PathKind, check_path_kind, describe_validation
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from sparsetune.config import TrainConfig
     from sparsetune.data import Splits
     from sparsetune.search.options import SweepConfig
     from sparsetune.search.space import SearchSpace
@@ -89,8 +93,14 @@ def checked_enqueue(
         return None
     from sparsetune.search.enqueue import enqueue_path, load_points
 
+    dense = dense_stage(sweep, space)
+
+    def fits(where: str, method: str, params: dict[str, Any]) -> None:
+        if dense is not None:
+            check_params_fit(f"{where}: ", method, params, dense)
+
     try:
-        loaded = load_points(enqueue_path(sweep.enqueue), space, sweep.model)
+        loaded = load_points(enqueue_path(sweep.enqueue), space, sweep.model, check=fits)
     except ValueError as error:
         raise BadInput(str(error)) from None
     if loaded.skipped:
@@ -374,26 +384,156 @@ def _first_inputs(splits: Splits) -> Any:
     return torch.stack([train[index][0] for index in range(min(2, len(train)))]).cpu()
 
 
-def space_for_weights(sweep: SweepConfig, space: SearchSpace) -> SearchSpace:
-    """`space` as a sweep under `--weights` runs it: no dense training makes the rewind points
-    theta_j (j > 0), so a `rewind_iteration` the space samples is fixed at 0 (theta_0, a fresh
-    seeded initialisation); a space that cannot give 0 is refused in one line."""
-    if sweep.weights is None:
+@dataclass(frozen=True)
+class DenseStage:
+    """What a run's dense stage will hold, known before it trains: its optimiser steps (None
+    under `--weights`, which skips the training) and so the rewind points theta_j it keeps
+    (`train.dense_cache.rewind_points`)."""
+
+    steps: int | None
+    steps_per_epoch: int
+    how: str  # in words, for messages: "1 epoch x 34 batches of 60: 34 steps"
+
+    @classmethod
+    def of(cls, train: TrainConfig, train_size: int, weights: Path | None = None) -> DenseStage:
+        from sparsetune.train.dense_cache import dense_steps
+
+        if weights is not None:
+            return cls(None, 0, "--weights skips the dense training that makes theta_j, j > 0")
+        per_epoch = dense_steps(train_size, train.batch_size, 1)
+        steps = dense_steps(train_size, train.batch_size, train.epochs)
+        epochs = f"{train.epochs} epoch{'s' if train.epochs != 1 else ''}"
+        how = (
+            f"the dense stage trains {epochs} x {per_epoch} batches of {train.batch_size} "
+            f"({train_size} training examples): {steps} steps"
+        )
+        return cls(steps, per_epoch, how)
+
+    @property
+    def rewind_points(self) -> tuple[int, ...]:
+        from sparsetune.train.dense_cache import rewind_points
+
+        return rewind_points(self.steps)
+
+    def reason(self, knob: str, values: list[Any]) -> str:
+        """Why `values` of `knob` cannot run here, and what length of dense stage would allow
+        them: one clause for a message."""
+        kept = ", ".join(str(j) for j in self.rewind_points)
+        if self.steps is None:
+            return f"{self.how} (it has theta_0 only)"
+        epochs = math.ceil(max(values) / self.steps_per_epoch) if self.steps_per_epoch else 0
+        return (
+            f"{self.how}, so theta_j exists for j = {kept} only ({knob} {max(values)} needs "
+            f"--epochs {epochs} or more)"
+        )
+
+
+# The method knobs whose possible values depend on the run (model, data, dense stage), not only
+# on the method's Config: name -> the values this run allows. A knob of any method, as the
+# search layer sees it: `rewind_iteration` is lottery's, and any method's that rewinds.
+RUN_LIMITED_KNOBS: dict[str, Callable[[DenseStage], tuple[Any, ...]]] = {
+    "rewind_iteration": lambda dense: dense.rewind_points,
+}
+
+
+def dense_stage(sweep: SweepConfig, space: SearchSpace) -> DenseStage | None:
+    """The dense stage of the sweep over `space` (its `train:` recipe, `--epochs` applied, on
+    the training split after `--subset` and `--val-size`), from the data loaded here; None
+    under Ray Client, whose data is the cluster's."""
+    from sparsetune.search.options import is_ray_client
+
+    if sweep.weights is not None:
+        return DenseStage.of(space.train, 0, sweep.weights)
+    if is_ray_client(sweep.address):
+        return None
+    train = space.train
+    if sweep.epochs is not None:  # as `search.sweep.dense_recipe` applies it
+        train = train.model_copy(update={"epochs": sweep.epochs})
+    return DenseStage.of(train, len(checked_data(sweep).train))
+
+
+def space_for_run(
+    sweep: SweepConfig, space: SearchSpace, notes: list[str] | None = None
+) -> SearchSpace:
+    """`space` narrowed to what this run can give (`narrowed_space` on the sweep's
+    `dense_stage`): a knob's choices that no trial could run with are left out, and the line
+    that says so appended to `notes` (for the caller to print once every check has passed); a
+    space that fixes one is refused."""
+    dense = dense_stage(sweep, space)
+    if dense is None:
         return space
+    narrowed, note = narrowed_space(space, dense)
+    if note and notes is not None:
+        notes.append(note)
+    return narrowed
+
+
+def narrowed_space(space: SearchSpace, dense: DenseStage) -> tuple[SearchSpace, str | None]:
+    """(`space` with every run-limited knob (`RUN_LIMITED_KNOBS`) kept to the values `dense`
+    allows, one line naming what was dropped and why, or None). Choices outside the allowed
+    values are dropped (a single one left becomes a fixed value), an integer range becomes the
+    allowed values inside it. A fixed value, or choices or a range with no allowed value left,
+    is BadInput. The same options narrow the same way, so a resumed sweep's space (and
+    identity) is the one it started with."""
     from sparsetune.search.space import ParamSpec
 
     methods = dict(space.methods)
+    dropped = []
     for method, params in space.methods.items():
-        spec = params.get("rewind_iteration")
-        if spec is None:
-            continue
-        values = [value for _, value in spec.candidate_values()]
-        can_be_zero = 0 in values or (spec.low is not None and spec.low <= 0 <= (spec.high or 0))
-        if not can_be_zero:
-            raise BadInput(
-                f"--weights: the space fixes {method}'s rewind_iteration at {values[0]}, and "
-                f"--weights skips the dense training that makes theta_{values[0]}; set "
-                f"rewind_iteration: 0 for {method} in --space, or drop --weights"
+        for knob, spec in params.items():
+            if knob not in RUN_LIMITED_KNOBS:
+                continue
+            allowed = RUN_LIMITED_KNOBS[knob](dense)
+            if spec.value is not None:
+                if spec.value not in allowed:
+                    raise BadInput(
+                        f"--space: the space fixes {method}'s {knob} at {spec.value}, and "
+                        f"{dense.reason(knob, [spec.value])}; set {knob}: one of "
+                        f"{', '.join(map(str, allowed))} for {method} in --space"
+                    )
+                continue
+            if spec.choices is not None:
+                kept = [value for value in spec.choices if value in allowed]
+                gone = [value for value in spec.choices if value not in allowed]
+                asked = ", ".join(map(str, spec.choices))
+            else:  # a range would sample values between the allowed ones: only those can run
+                assert spec.low is not None and spec.high is not None
+                kept = [value for value in allowed if spec.low <= value <= spec.high]
+                high = int(spec.high) if spec.integer else spec.high
+                gone = [high] if high not in kept else []
+                asked = f"in [{spec.low:g}, {spec.high:g}]"
+            if not kept:
+                raise BadInput(
+                    f"--space: the space gives {method}'s {knob} {asked}, and "
+                    f"{dense.reason(knob, gone or kept)}; allow one of "
+                    f"{', '.join(map(str, allowed))} for {method} in --space"
+                )
+            if spec.choices is not None and not gone:
+                continue
+            narrowed = (
+                ParamSpec(value=kept[0], when=spec.when)
+                if len(kept) == 1
+                else ParamSpec(choices=kept, when=spec.when)
             )
-        methods[method] = {**params, "rewind_iteration": ParamSpec(value=0, when=spec.when)}
-    return space.model_copy(update={"methods": methods})
+            methods[method] = {**methods[method], knob: narrowed}
+            if gone:
+                dropped.append(
+                    f"{method}.{knob} {', '.join(map(str, gone))} left out: "
+                    f"{dense.reason(knob, gone)}"
+                )
+    note = f"space: {'; '.join(dropped)}" if dropped else None
+    return space.model_copy(update={"methods": methods}), note
+
+
+def check_params_fit(where: str, method: str, params: dict[str, Any], dense: DenseStage) -> None:
+    """The method's parameters (`params`, by knob) can run on this `dense` stage: a
+    run-limited knob (`RUN_LIMITED_KNOBS`) at a value it cannot give is BadInput, starting
+    with `where` (the option that gave the value)."""
+    for knob, limit in RUN_LIMITED_KNOBS.items():
+        value = params.get(knob)
+        allowed = limit(dense)
+        if value is not None and value not in allowed:
+            raise BadInput(
+                f"{where}{method} {knob} {value}: {dense.reason(knob, [value])}; pick one of "
+                f"{', '.join(map(str, allowed))}"
+            )

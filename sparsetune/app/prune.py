@@ -9,15 +9,23 @@ already checked (the scripts call it).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from sparsetune.app.checks import check_device, check_model, check_stores, check_writable
+from sparsetune.app.checks import (
+    DenseStage,
+    check_device,
+    check_model,
+    check_params_fit,
+    check_stores,
+    check_writable,
+)
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
 from sparsetune.app.options import PruneOptions
@@ -102,6 +110,9 @@ def prune(options: PruneOptions, *, console: Console | None = None) -> PruneResu
         f"{config.method} on {config.model} / {config.data.name}: {dense}, "
         f"params {config.method_config().model_dump()}",
     )
+    for note in [*recipe.notes, length_note(config)]:
+        if note:
+            say(console, note)
 
     def on_round(result: RoundResult) -> None:
         say(
@@ -146,7 +157,7 @@ def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
     except ValueError as error:
         raise BadInput(str(error)) from None
     if options.epochs is not None:
-        recipe = recipe.scaled_to(options.epochs, _config_defaults(options.method))
+        recipe = _quick_recipe(recipe, options)
     data = DataConfig(
         name=options.dataset,
         data_dir=options.data_dir,
@@ -172,6 +183,50 @@ def trial_config(options: PruneOptions) -> tuple[TrialConfig, MethodRecipe]:
     return config, recipe
 
 
+def _quick_recipe(recipe: MethodRecipe, options: PruneOptions) -> MethodRecipe:
+    """The recipe scaled to `--epochs` (`MethodRecipe.scaled_to`), its per-step rates raised
+    as its phases shortened; a rate that would pass its knob's upper limit stays at the limit,
+    and a note says that the run will regularise less than the full recipe, and from what length
+    it would not."""
+    from sparsetune.pruning import METHODS
+
+    assert options.epochs is not None
+    try:
+        method_class = METHODS[options.method]
+    except ValueError:  # an unknown name: the checks refuse it with the known ones
+        return recipe.scaled_to(options.epochs, {})
+    scaled = recipe.scaled_to(
+        options.epochs,
+        _config_defaults(options.method),
+        method_class.per_step_knobs,
+        options.params,
+    )
+    params, notes = dict(scaled.params), []
+    for rate in method_class.per_step_knobs:
+        upper = _upper_bound(method_class.Config, rate)
+        value = params.get(rate)
+        if upper is None or not isinstance(value, int | float) or value <= upper:
+            continue
+        params[rate] = upper
+        enough = math.ceil(options.epochs * value / upper)
+        notes.append(
+            f"{options.method} at --epochs {options.epochs}: {rate} would have to be {value:.3g} "
+            f"to regularise as much as the full recipe, above its limit {upper:g}; it prunes "
+            f"less than the full recipe at this length (--epochs {enough} or more does not)"
+        )
+    return replace(scaled, params=params, notes=scaled.notes + tuple(notes))
+
+
+def _upper_bound(config_class: Any, knob: str) -> float | None:
+    """The largest value the Config's field `knob` takes (its `le` or `lt`), or None."""
+    field = config_class.model_fields.get(knob)
+    for constraint in field.metadata if field is not None else ():
+        bound = getattr(constraint, "le", None) or getattr(constraint, "lt", None)
+        if bound is not None:
+            return float(bound)
+    return None
+
+
 def _config_defaults(method: str) -> dict[str, object]:
     """The method's knobs at their Config defaults (none for a name the checks will refuse)."""
     from sparsetune.pruning import METHOD_CONFIGS
@@ -187,9 +242,19 @@ def _config_defaults(method: str) -> dict[str, object]:
     }
 
 
+def length_note(config: TrialConfig) -> str | None:
+    """The method's own line when this run is too short for it to prune
+    (`PruningMethod.length_note`), else None."""
+    from sparsetune.data import load_splits
+    from sparsetune.pruning import METHODS
+
+    method = METHODS[config.method](config.method_config())
+    return method.length_note(len(load_splits(config.data).train))
+
+
 def check_trial(config: TrialConfig) -> None:
-    """The method fits the model (its per-layer settings name real layers) and the data
-    loads; the device exists."""
+    """The method fits the model (its per-layer settings name real layers) and the dense stage
+    (a rewind point it will have), and the data loads; the device exists."""
     from sparsetune.data import load_splits
     from sparsetune.pruning.masking import UnknownLayer
     from sparsetune.trial import check_method
@@ -205,6 +270,8 @@ def check_trial(config: TrialConfig) -> None:
         raise BadInput(f"--set {error}") from None
     except ValueError as error:
         raise BadInput(str(error)) from None
+    dense = DenseStage.of(config.train, len(splits.train), config.weights)
+    check_params_fit("", config.method, config.method_config().model_dump(), dense)
     check_device(config.device)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsetune.app.checks import check_writable, checked_space, space_for_weights
+from sparsetune.app.checks import check_writable, checked_space, space_for_run
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
 from sparsetune.app.search import SearchResult, SweepCommand, run_checked
@@ -92,7 +92,8 @@ def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:
         state = read_state(plan.folder) if plan.action == "resume" else None
     except ValueError as error:
         raise BadInput(str(error)) from None
-    space = space_for_weights(config, checked_space(config))
+    narrowing: list[str] = []
+    space = space_for_run(config, checked_space(config), narrowing)
     if state is not None:
         changed = [c.removeprefix("--").replace("-", "_") for c in state.differences(config, space)]
         if changed:
@@ -110,5 +111,7 @@ def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:
                 say(console, f"sparsetune: warm start skipped {note}")
             points = warm.points or None
     warmed = f", warm-started with {len(points)} earlier front points" if points else ""
+    for note in narrowing:
+        say(console, note)
     say(console, plan.describe(model) + warmed)
     return Step(plan, config, space, state, points)

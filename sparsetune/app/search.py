@@ -25,7 +25,7 @@ from sparsetune.app.checks import (
     checked_data,
     checked_enqueue,
     checked_space,
-    space_for_weights,
+    space_for_run,
     validated,
 )
 from sparsetune.app.console import progress_console, say
@@ -63,7 +63,8 @@ def search(
     finished = recorded is not None and recorded.status == "finished"
     if finished and resume is not None:  # its recorded options: nothing to compare
         return _nothing_to_do(sweep.sweep_dir, console)
-    space = space_for_weights(sweep, checked_space(sweep))
+    narrowing: list[str] = []  # said once every check has passed
+    space = space_for_run(sweep, checked_space(sweep), narrowing)
     if recorded is not None:
         check_same_sweep(recorded, sweep, space, resume)
     if finished:
@@ -71,6 +72,8 @@ def search(
     unfinished = recorded
     check_writable(sweep.sweep_dir, "--out")
     enqueued = checked_enqueue(sweep, space, console)
+    for note in narrowing:
+        say(console, note)
     command = SweepCommand.search(sweep.sweep_dir, resumed=resume is not None)
     return run_checked(sweep, space, unfinished, enqueued, console, command=command)
 

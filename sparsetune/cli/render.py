@@ -41,7 +41,13 @@ def search_result(out: Console, result: SearchResult) -> None:
             f"hypervolume {outcome.hypervolume:.4f} ({describe_axes(objective.metrics)})",
             highlight=False,
         )
-    if outcome.budget_spent:
+    epochs = sweep.budget_epochs
+    if epochs is not None and outcome.epochs_spent >= epochs:
+        out.print(
+            f"--budget-epochs {epochs} spent ({outcome.epochs_spent} training epochs): "
+            "the sweep ended early"
+        )
+    elif outcome.budget_spent:
         out.print(f"--budget-minutes {sweep.budget_minutes:g} spent: the sweep ended early")
     out.print(
         f"{len(outcome.front)} front points, {len(outcome.failures)} failed trials\n"

@@ -22,7 +22,7 @@ logs or reports: the search layer does that.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +53,11 @@ class PruningMethod(TrainingHooks, ABC):
     #: a method from another package: its search-space fragment, a YAML path relative to its
     #: module (built-in methods keep theirs in search_spaces/methods/<name>.yaml instead)
     search_space: ClassVar[str | None] = None
+    #: knobs that are a rate per training step, by the `*epochs` knob whose steps they act
+    #: over: a run shortened to fewer epochs (`--epochs`, `MethodRecipe.scaled_to`) raises
+    #: them by the same factor, so the method still regularises as much in all (L0's gate
+    #: rate, sensitivity's decay per step)
+    per_step_knobs: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -61,9 +66,23 @@ class PruningMethod(TrainingHooks, ABC):
     def plan(self) -> Plan:
         """The plan this method's rounds follow (`sparsetune.pruning.plans`); the driver runs it."""
 
+    def round_equivalent(self, round_index: int) -> dict[str, Any] | None:
+        """The knob values under which this method's config would end at round `round_index`
+        with exactly the result it reports there (its schedule is prefix-consistent: nothing
+        before a round depends on how many rounds follow), as overrides of this config; None
+        where no config does. The search tells Optuna each such round as a trial of its own
+        (`search.rounds`), so every round teaches the sampler."""
+        return None
+
     def check_layers(self, weight_names: list[str]) -> None:
         """One-line ValueError if a per-layer knob names no prunable weight of this model; called
         before the dense stage, so that a typo costs no training."""
+
+    def length_note(self, train_size: int) -> str | None:
+        """One plain line when this configuration cannot show its method working in a run on
+        `train_size` training examples (too few steps for its rates: `sparsetune prune` says it
+        before training), else None."""
+        return None
 
     def bind_data(self, train_size: int) -> None:
         """Called once per trial, before `attach`, with the number of training examples (N)."""

@@ -188,6 +188,9 @@ class L0Config(MethodConfig):
 class L0Regularization(PruningMethod):
     Config = L0Config
     key_params = ("l0_lambda", "granularity", "droprate_init", "epochs", "start")
+    # Under Adam log_alpha moves about lr x gate_lr_factor a step whatever lambda is, so a
+    # shorter run closes as many gates only with a faster gate rate.
+    per_step_knobs = {"gate_lr_factor": "epochs"}
     config: L0Config
 
     def __init__(self, config: L0Config):
@@ -196,6 +199,29 @@ class L0Regularization(PruningMethod):
 
     def plan(self) -> TrainThenPrune:
         return TrainThenPrune(epochs=self.config.epochs, from_init=self.config.start == "init")
+
+    def length_note(self, train_size: int) -> str | None:
+        """Under Adam log_alpha moves at most about lr x gate_lr_factor a step; a run whose
+        steps cannot carry a gate from its initial log_alpha to where the test-time gate is 0
+        (Eq. 13: sigmoid(log_alpha) = -gamma / (zeta - gamma)) closes none."""
+        config = self.config
+        steps = config.epochs * math.ceil(train_size / config.batch_size)
+        per_step = config.lr * config.gate_lr_factor
+        start = math.log(1 - config.droprate_init) - math.log(config.droprate_init)
+        closed = -GAMMA / (ZETA - GAMMA)
+        needed = start - (math.log(closed) - math.log(1 - closed))
+        if steps * per_step >= needed:
+            return None
+        per_epoch = math.ceil(train_size / config.batch_size)
+        # More epochs would not do under `--epochs`: the gate rate falls as the run lengthens.
+        factor = float(f"{needed / (steps * config.lr):.2g}")
+        return (
+            f"l0 will not prune in this run: {config.epochs} epochs x {per_epoch} steps move a "
+            f"gate's log_alpha at most {steps * per_step:.2g} (lr {config.lr:g} x gate_lr_factor "
+            f"{config.gate_lr_factor:.3g} a step) and closing one takes {needed:.2g}; gates can "
+            f"close only with --set gate_lr_factor={factor:g} or more, or more training data "
+            f"than these {train_size} examples"
+        )
 
     def bind_data(self, train_size: int) -> None:
         """N, the training-set size the penalty divides by (lambda and weight decay are per

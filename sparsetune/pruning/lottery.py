@@ -24,7 +24,7 @@ Deviations, on purpose:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -66,6 +66,12 @@ class LotteryTicket(PruningMethod):
             rewind_to=config.rewind_iteration,
             control=config.control,
         )
+
+    def round_equivalent(self, round_index: int) -> dict[str, Any] | None:
+        """Round r of R is the last round of the same config with `rounds: r`: a round's rate
+        depends on its index only, rewinding reads the same theta_j, controls are seeded by
+        their round."""
+        return {"rounds": round_index}
 
     def _sparsity_after(self, round_index: int, rate: float) -> float:
         return 1 - (1 - rate) ** round_index

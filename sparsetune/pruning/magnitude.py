@@ -23,7 +23,7 @@ Deviations from the paper, on purpose:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -79,6 +79,20 @@ class MagnitudePruning(PruningMethod):
         else:
             targets = tuple(sparsity_schedule(config.sparsity, config.rounds))
         return IterativePruning(config.rounds, targets, config.retrain_epochs)
+
+    def round_equivalent(self, round_index: int) -> dict[str, Any] | None:
+        """Round r of R is the last round of the same config with `rounds: r` (the std
+        threshold is the same each round; retraining's schedule restarts each round), and for a
+        sparsity target with `sparsity: s_r` too: 1 - (1 - s_r)^(k/r) = 1 - (1 - s)^(k/R)."""
+        config = self.config
+        if config.criterion == "std":
+            return {"rounds": round_index}
+        if config.layer_sparsity:  # per-layer targets: no single `sparsity` says it
+            return None
+        return {
+            "rounds": round_index,
+            "sparsity": sparsity_schedule(config.sparsity, config.rounds)[round_index - 1],
+        }
 
     def check_layers(self, weight_names: list[str]) -> None:
         check_layer_names("layer_c", self.config.layer_c, weight_names)

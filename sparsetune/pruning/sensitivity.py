@@ -232,6 +232,9 @@ class SensitivityRegularization(PruningMethod):
         "patience",
     )
     config: SensitivityConfig
+    # w <- w (1 - lambda Sb) each step: over S steps an insensitive weight keeps about
+    # exp(-lambda S), so a shorter run shrinks it as far with lambda raised as S fell.
+    per_step_knobs = {"lmbda": "epochs"}
 
     def __init__(self, config: SensitivityConfig):
         super().__init__(config)

@@ -14,6 +14,7 @@ input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,15 @@ def enqueue_path(value: str | Path) -> Path:
     return PAPER_POINTS if str(value) == "paper" else Path(value).expanduser()
 
 
-def load_points(path: Path, space: SearchSpace, model: str) -> Enqueued:
+def load_points(
+    path: Path,
+    space: SearchSpace,
+    model: str,
+    check: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> Enqueued:
     """Read and check the points of `path` for a sweep of `model` over `space` (one-line
-    ValueError on a bad file or point)."""
+    ValueError on a bad file or point). `check(where, method, params)`, if given, vets each
+    point of this sweep first (the run's own limits: its error names the point)."""
     raw = load_file(path, label=f"--enqueue {path}", expected=POINTS_EXPECTED)
     if not isinstance(raw, list):
         raise ValueError(f"--enqueue {path}: expected {POINTS_EXPECTED}")
@@ -51,6 +58,8 @@ def load_points(path: Path, space: SearchSpace, model: str) -> Enqueued:
         if method not in space.methods:
             result.skipped.append(f"{method} (not in this sweep)")
             continue
+        if check is not None:
+            check(where, method, params)
         result.points.append(flat_point(where, space, method, params))
     return result
 

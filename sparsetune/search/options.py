@@ -256,6 +256,12 @@ class SweepConfig(Frozen):
         allow_inf_nan=False,
         description="end the sweep after M minutes (running rounds finish)",
     )
+    budget_epochs: int | None = Field(
+        None,
+        gt=0,
+        description="start no trial once E training epochs are spent or planned (the dense "
+        "stage not counted; docs/search.md)",
+    )
     enqueue: str | None = Field(
         None, min_length=1, description="YAML of configurations to try first, or 'paper'"
     )

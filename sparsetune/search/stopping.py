@@ -7,6 +7,8 @@ searcher's part, `searcher.SweepSearch`.)
   behind the current front by a margin. Off by default: whether it pays is measured in
   benchmarks/search_efficiency.py (docs/search.md).
 - `asha`: Ray's ASHA over pruning rounds, for single-objective sweeps.
+- `EpochBudget` (`--budget-epochs`): the training epochs a sweep has committed, which the
+  searcher reads before it starts a trial. No trial is stopped for it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.stopper import Stopper
 
+from sparsetune.pruning.epochs import planned_epochs
 from sparsetune.search.hypervolume import axis_value
 from sparsetune.search.objectives import Objective
 
@@ -33,6 +36,61 @@ class BudgetStopper(Stopper):
     def stop_all(self) -> bool:
         # Not here: stopping all would cut running trials mid-round.
         return False
+
+
+def epochs_spent(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Trial id -> the training epochs it has spent: the `epochs_trained` of its last round
+    (the largest: the count only grows) among `rows` (progress rows or trials.csv's)."""
+    spent: dict[str, int] = {}
+    for row in rows:
+        trained = row.get("epochs_trained")
+        if row.get("trial_id") and trained is not None:
+            spent[row["trial_id"]] = max(spent.get(row["trial_id"], 0), int(trained))
+    return spent
+
+
+class EpochBudget:
+    """`--budget-epochs E`: the sweep starts a trial only while the epochs it has committed are
+    below E. Committed = the epochs that ended trials spent (their last round's
+    `epochs_trained`: early-stopped and failed trials count what they trained) + what running
+    trials plan (`pruning.epochs.planned_epochs`, known from the configuration before it runs).
+    A trial that starts below E runs its whole plan, so the sweep may end above E by at most one
+    trial's plan; `epochs_spent` (pareto.json) says what was trained. Counting planned epochs,
+    not time, makes the budget the same on any machine.
+
+    `history`: the sweep's progress callback, whose rows and ended trials are what was spent;
+    a resumed sweep gets them back from Ray's saved state, so its spent epochs carry over.
+    `template`: builds a trial's config from the flat config the searcher suggests."""
+
+    def __init__(self, limit: int, template: Any, history: Any):
+        self.limit = limit
+        self.template = template
+        self.history = history
+        self.planned: dict[str, int] = {}  # trial id -> its planned epochs, for started trials
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with the searcher in Ray's experiment state: the planned epochs are what a
+        # resume needs of it (`SweepSearch.restore`); the progress callback is saved on its own.
+        return {**self.__dict__, "history": None}
+
+    def start(self, trial_id: str, flat: Mapping[str, Any]) -> None:
+        """Count a trial the searcher has just suggested (`flat`: its config)."""
+        self.planned[trial_id] = planned_epochs(self.template.trial_config(dict(flat)))
+
+    def running(self) -> list[str]:
+        """The started trials that have not ended."""
+        ended = set(self.history.done) | set(self.history.failures)
+        return [trial_id for trial_id in self.planned if trial_id not in ended]
+
+    def committed(self) -> int:
+        spent = epochs_spent(self.history.rows)
+        ahead = sum(
+            max(0, self.planned[trial_id] - spent.get(trial_id, 0)) for trial_id in self.running()
+        )
+        return sum(spent.values()) + ahead
+
+    def exhausted(self) -> bool:
+        return self.committed() >= self.limit
 
 
 def oriented_point(result: Mapping[str, Any], metrics: Sequence[str], num_classes: int) -> tuple:

@@ -44,7 +44,13 @@ from sparsetune.search.samplers import make_sampler
 from sparsetune.search.searcher import DefineByRun, SweepSearch
 from sparsetune.search.space import SearchSpace
 from sparsetune.search.state import SweepState
-from sparsetune.search.stopping import BudgetStopper, DominanceStopper, asha
+from sparsetune.search.stopping import (
+    BudgetStopper,
+    DominanceStopper,
+    EpochBudget,
+    asha,
+    epochs_spent,
+)
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
 from sparsetune.search.tuner import TunerEnd, TunerPlan, run_tuner, start_ray
 from sparsetune.train.dense_cache import CachedDense, DenseCache
@@ -63,6 +69,7 @@ class SweepOutcome:
     objective: Objective
     hypervolume: float
     budget_spent: bool
+    epochs_spent: int = 0  # training epochs of the trials, the dense stage excluded
 
 
 def dense_recipe(sweep: SweepConfig, space: SearchSpace) -> TrainConfig:
@@ -127,12 +134,15 @@ class Strategy:
     deadline: float | None  # time.time() at which the budget is spent
 
     @classmethod
-    def resolve(cls, sweep: SweepConfig, space: SearchSpace, dense: CachedDense) -> Strategy:
+    def resolve(
+        cls, sweep: SweepConfig, space: SearchSpace, dense: CachedDense, num_classes: int
+    ) -> Strategy:
         objective = resolve_objective(
             sweep.objective,
             min_compression=sweep.min_compression,
             max_drop=sweep.max_drop,
             dense_val_acc=dense.checkpoint.metrics["val_acc"],
+            num_classes=num_classes,
         )
         sampler = resolve_sampler(
             sweep.sampler, objective, conditional=space.is_conditional, trials=sweep.trials
@@ -147,6 +157,7 @@ class Strategy:
         return (
             f"objective {objective.name}"
             + (f" ({objective.bound.description})" if objective.bound else "")
+            + (f", front above {objective.floor.description}" if objective.floor else "")
             + f", sampler {self.sampler}, early stop {self.early_stop}"
             + (f", {len(enqueued)} enqueued points first" if enqueued else "")
         )
@@ -173,7 +184,7 @@ def run_sweep(
     (`interrupt.py`); a first one stops the Tuner with its state saved, writes what finished
     and raises `SweepInterrupted`, the sweep left resumable."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
-    strategy = Strategy.resolve(sweep, space, dense)
+    strategy = Strategy.resolve(sweep, space, dense, num_classes)
     records = open_records(
         sweep,
         space,
@@ -184,11 +195,19 @@ def run_sweep(
     )
     console.print(strategy.describe(enqueued), highlight=False)
     template = _trial_template(sweep, space, records)
-    searcher = _searcher(
-        sweep, space, strategy, template, records, enqueued, resumed=resume is not None
-    )
     key_params = {name: METHODS[name].key_params for name in space.method_names}
     progress = SweepProgress(strategy.objective, sweep.trials, console, key_params, num_classes)
+    epochs = EpochBudget(sweep.budget_epochs, template, progress) if sweep.budget_epochs else None
+    searcher = _searcher(
+        sweep,
+        space,
+        strategy,
+        template,
+        records,
+        enqueued,
+        resumed=resume is not None,
+        epochs=epochs,
+    )
     plan = TunerPlan(
         trainable=_trainable(sweep, template, trial_gpus),
         searcher=searcher,
@@ -283,6 +302,7 @@ def _searcher(
     enqueued: list[dict[str, Any]] | None,
     *,
     resumed: bool,
+    epochs: EpochBudget | None = None,
 ) -> SweepSearch:
     """The Optuna searcher over the space, on the sweep's study in `optuna.db`."""
     objective = strategy.objective
@@ -296,8 +316,9 @@ def _searcher(
         study_name=records.state.study_name,
         # Enqueued points went into the study when it was created: not a second time.
         points_to_evaluate=None if resumed else (enqueued or None),
-        bound=objective.bound,
+        objective=objective,
         deadline=strategy.deadline,
+        epochs=epochs,
     )
 
 
@@ -347,6 +368,7 @@ def _finish(
                 "front_size": len(front),
                 "trials_finished": len(progress.done),
                 "trials_failed": len(progress.failures),
+                "epochs_spent": meta["epochs_spent"],
             },
             hypervolume_history=progress.hypervolume_history,
             final={"trials_done": len(progress.done), "hypervolume": meta["hypervolume"]},
@@ -369,6 +391,7 @@ def _finish(
         strategy.objective,
         meta["hypervolume"],
         meta["budget_spent"],
+        meta["epochs_spent"],
     )
 
 
@@ -390,6 +413,8 @@ def _results_meta(
 ) -> dict[str, Any]:
     """`pareto.json`'s header: what was searched, how, and how it went."""
     objective = strategy.objective
+    spent = sum(epochs_spent(progress.rows).values())
+    epochs_out = sweep.budget_epochs is not None and spent >= sweep.budget_epochs
     return {
         "experiment": sweep.experiment_name,
         "objective": {
@@ -397,10 +422,14 @@ def _results_meta(
             "metrics": objective.metrics,
             "modes": objective.modes,
             "constraint": objective.bound.description if objective.bound else None,
+            "chance_floor": objective.floor.minimum if objective.floor else None,
         },
         "sampler": strategy.sampler,
         "early_stop": strategy.early_stop,
-        "budget_spent": strategy.deadline is not None and time.time() >= strategy.deadline,
+        "budget_spent": epochs_out
+        or (strategy.deadline is not None and time.time() >= strategy.deadline),
+        "budget_epochs": sweep.budget_epochs,
+        "epochs_spent": spent,  # training epochs of the trials (sparsetune.pruning.epochs)
         "hypervolume": progress.hypervolume(),
         "hypervolume_axes": describe_axes(objective.metrics),
         "hypervolume_history": progress.hypervolume_history,

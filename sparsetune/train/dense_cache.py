@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -41,6 +42,19 @@ log = logging.getLogger(__name__)
 # thousand iterations for deep nets; j = 0, the initialisation, is always there). A fixed grid keeps
 # the dense key free of the lottery's knobs, so every rewinding trial shares one dense training.
 REWIND_ITERATIONS = (100, 200, 500, 1000, 2000)
+
+
+def dense_steps(train_size: int, batch_size: int, epochs: int) -> int:
+    """The optimiser steps of a dense training: `epochs` passes over `train_size` examples in
+    batches of `batch_size`, the last batch of each pass possibly smaller (`train.loop.fit`)."""
+    return epochs * math.ceil(train_size / batch_size)
+
+
+def rewind_points(steps: int | None) -> tuple[int, ...]:
+    """The j with a theta_j after a dense training of `steps` optimiser steps: 0 (theta_0) and
+    every point of REWIND_ITERATIONS it reaches. None: no training at all (`--weights`), so 0
+    only."""
+    return (0, *(j for j in REWIND_ITERATIONS if steps is not None and j <= steps))
 
 
 @dataclass(frozen=True)

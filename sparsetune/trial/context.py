@@ -76,6 +76,8 @@ class TrialContext:
         self._macs = layer_macs(model, splits.input_shape)
         self._started = time.perf_counter()
         self._retrain_count = 0
+        # Training epochs of this trial so far (the dense stage excluded): each round reports it.
+        self.epochs_trained = 0
         self.resume_after = 0  # the round a restarted trial continues after (0: from the start)
         self.results: list[RoundResult] = []
 
@@ -99,12 +101,13 @@ class TrialContext:
             hooks=self.method,
             on_epoch=in_phase(self._on_epoch, "training"),
         )
+        self.epochs_trained += recipe.epochs
 
     def round_state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         """What a restarted trial needs to continue after the round just reported: the model's
         whole state (weights, mask buffers, any parameters a method attached) and counters."""
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return state, {"retrain_count": self._retrain_count}
+        return state, {"retrain_count": self._retrain_count, "epochs_trained": self.epochs_trained}
 
     @torch.no_grad()
     def restore_round(
@@ -115,6 +118,7 @@ class TrialContext:
         so the rounds that follow are the ones an uninterrupted trial would have run."""
         self.model.load_state_dict(state)
         self._retrain_count = int(counters.get("retrain_count", round_index))
+        self.epochs_trained = int(counters.get("epochs_trained", 0))
         self.resume_after = round_index
 
     @torch.no_grad()
@@ -180,6 +184,7 @@ class TrialContext:
             total_weights=report.total_weights,
             architecture=report.architecture,
             seconds=seconds,
+            epochs_trained=self.epochs_trained,
             memory_footprint_bytes=None if ticket_path is None else memory_footprint(ticket_path),
             report=report,
             ticket_path=ticket_path,

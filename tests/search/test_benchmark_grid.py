@@ -3,12 +3,12 @@ point that the table holds, and a grid that leaves a searched knob out is refuse
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from sweep_helpers import load_benchmark
 
 from sparsetune.search.space import default_space_path, load_space
 
@@ -17,10 +17,7 @@ BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "search_efficiency.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("search_efficiency", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search_efficiency")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import optuna
 import pytest
 
 from sparsetune.search.choices import NSGA2_MIN_TRIALS, resolve_early_stop, resolve_sampler
 from sparsetune.search.objectives import OBJECTIVES
-from sparsetune.search.samplers import make_sampler
+from sparsetune.search.samplers import ProposedTrialsOnly, make_sampler
 
 EXPECTED_AUTO = {
     # objective: (conditional space, fixed space at 24 trials, fixed space at 200 trials)
@@ -47,7 +49,43 @@ def test_a_named_sampler_is_used_as_named(name):
     ],
 )
 def test_each_sampler_is_built(name, cls):
-    assert isinstance(make_sampler(name, trials=24, seed=0), cls)
+    sampler = make_sampler(name, trials=24, seed=0)
+    if name in ("tpe", "gp"):  # the model-based ones see the trials they proposed only
+        assert isinstance(sampler, ProposedTrialsOnly)
+        sampler = sampler.inner
+    assert isinstance(sampler, cls)
+
+
+def test_model_based_samplers_do_not_model_the_added_earlier_rounds():
+    """The study holds every round (search/rounds.py); TPE models the trials it proposed. An
+    added round at an extreme value must not pull TPE's proposals there."""
+    from optuna.distributions import FloatDistribution
+
+    from sparsetune.search.rounds import SOURCE_ATTR
+
+    study = optuna.create_study(
+        directions=["maximize"], sampler=make_sampler("tpe", trials=24, seed=0)
+    )
+    for _ in range(12):  # proposed trials: the best values at low x
+        trial = study.ask()
+        x = trial.suggest_float("x", 0, 1)
+        study.tell(trial, 1 - x)
+    for value in (0.99, 0.98, 0.97):  # added rounds: far better values at high x
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": value},
+                distributions={"x": FloatDistribution(0, 1)},
+                values=[10.0],
+                user_attrs={SOURCE_ATTR: 0},
+            )
+        )
+    proposals = []
+    for _ in range(8):
+        trial = study.ask()
+        proposals.append(trial.suggest_float("x", 0, 1))
+        study.tell(trial, 1 - proposals[-1])
+    assert sum(x > 0.9 for x in proposals) <= 1, proposals
+    assert study.best_trial.user_attrs == {SOURCE_ATTR: 0}  # the record holds them all
 
 
 def test_unknown_sampler_names_the_choices():
@@ -67,3 +105,18 @@ def test_early_stop_auto_is_asha_for_one_objective_and_off_for_a_front():
         resolve_early_stop("dominance", OBJECTIVES["max-compression"])
     with pytest.raises(ValueError, match="--early-stop: unknown 'median'"):
         resolve_early_stop("median", OBJECTIVES["pareto"])
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "random", "qmc"])
+def test_every_sampler_survives_pickling_as_ray_saves_it(name):
+    """Ray pickles the searcher, sampler included, into the experiment state (and to a Ray Client
+    server). Optuna 5.1's NSGA-II holds a thread lock that pickle refuses: a sweep resolved to
+    nsga2 crashed at start. The copy must also go on sampling, seeded as the original."""
+    sampler = make_sampler(name, trials=200, seed=3)
+    copy = pickle.loads(pickle.dumps(sampler))
+    values = []
+    for each in (sampler, copy):
+        study = optuna.create_study(directions=["maximize", "maximize"], sampler=each)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), 12)
+        values.append([t.params for t in study.trials])
+    assert values[0] == values[1]

@@ -36,7 +36,7 @@ def searcher(objective, sampler: str = "tpe", **options) -> SweepSearch:
         metric=list(objective.metrics) if multi else objective.metrics[0],
         mode=list(objective.modes) if multi else objective.modes[0],
         sampler=make_sampler(sampler, trials=8, seed=0),
-        bound=objective.bound,
+        objective=objective,
         **options,
     )
 
@@ -88,8 +88,8 @@ def test_the_constraint_reaches_optuna_as_a_constraint_not_a_penalty(sampler):
     first, second = study.trials
     # The values Optuna holds are the metric itself; the violation is stored beside it.
     assert first.values == [0.95] and second.values == [0.90]
-    assert first.constraints == {"compression": 5.0}  # 10 - 5: violated
-    assert second.constraints == {"compression": -2.0}  # 10 - 12: feasible
+    assert first.constraints == {"compression>=10": 5.0}  # 10 - 5: violated
+    assert second.constraints == {"compression>=10": -2.0}  # 10 - 12: feasible
     assert study.best_trial.number == second.number  # best among the feasible
 
 
@@ -99,6 +99,30 @@ def test_an_unconstrained_objective_sets_no_constraint():
     complete(search, "a", {"val_acc": 0.95, "compression": 5.0})
     assert searcher_study(search).trials[0].values == [0.95, 5.0]
     assert searcher_study(search).trials[0].constraints == {}  # an unconstrained objective
+
+
+@pytest.mark.parametrize("name", ["pareto", "pareto-flops", "pareto3"])
+def test_the_chance_floor_keeps_chance_level_tickets_off_the_front(name):
+    """Ten classes: chance 0.1, floor 0.19. A 27x ticket at 0.12 is infeasible: out of the front
+    (progress.front keeps feasible rows) and out of Optuna's best trials, told as a constraint."""
+    objective = resolve_objective(name, num_classes=10)
+    assert objective.floor.minimum == pytest.approx(0.19)
+    assert resolve_objective(name, num_classes=100).floor.minimum == pytest.approx(0.109)
+    chance_level = {"val_acc": 0.12, "compression": 27.0, "flops_ratio": 0.04}
+    useful = {"val_acc": 0.85, "compression": 9.0, "flops_ratio": 0.2}
+    assert not objective.feasible(chance_level) and objective.feasible(useful)
+    search = searcher(objective)
+    complete(search, "a", chance_level)
+    complete(search, "b", useful)
+    study = searcher_study(search)
+    assert study.trials[0].constraints == {"val_acc>=0.19": pytest.approx(0.07)}
+    assert study.trials[1].constraints == {"val_acc>=0.19": pytest.approx(-0.66)}
+    assert [t.number for t in study.best_trials] == [1]  # the 27x ticket would be on it alone
+
+
+def test_single_objectives_have_no_chance_floor():
+    assert resolve_objective("max-acc", min_compression=10, num_classes=10).floor is None
+    assert resolve_objective("pareto").floor is None  # without classes: no floor to set
 
 
 def test_no_new_trial_once_the_budget_is_spent():

@@ -179,7 +179,8 @@ def test_space_loader_on_random_parameter_specs(folder, params, train):
 SPEC_KEYS = [
     "model", "models", "dataset", "trials", "objective", "seed", "space", "out", "cache_dir",
     "data_dir", "storage", "new_sweep", "warm_start", "methods", "experiment", "weights",
-    "max_concurrent", "sampler", "early_stop", "budget_minutes", "address", "bogus",
+    "max_concurrent", "sampler", "early_stop", "budget_minutes", "budget_epochs", "address",
+    "bogus",
 ]  # fmt: skip
 safe_scalars = st.one_of(
     scalars.filter(lambda v: not (isinstance(v, str) and ":" in v)),

@@ -8,6 +8,7 @@ import json
 import optuna
 import pytest
 from cli_helpers import MAGNITUDE_GLOBAL_SPACE, run_cli
+from sweep_helpers import ray_trials
 
 from sparsetune.app.scheduled_sweep import EXIT_FINISHED, EXIT_NOTHING_TO_DO
 from sparsetune.search.scheduled import warm_start
@@ -54,6 +55,6 @@ def test_a_spec_runs_once_then_has_nothing_to_do_then_warm_starts_a_new_sweep(tm
 
     storage = f"sqlite:///{second / 'optuna.db'}"
     (summary,) = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
-    for point, trial in zip(expected, sorted(trials, key=lambda t: t.number), strict=False):
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    for point, trial in zip(expected, ray_trials(study), strict=False):
         assert point.items() <= trial.params.items()

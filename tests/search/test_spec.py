@@ -18,6 +18,7 @@ BAD_SPECS = [
     # (id, spec text, words the one line must contain)
     ("unknown-key", GOOD + "trails: 3\n", ["trails", "unknown key", "allowed keys"]),
     ("bad-trials", "model: lenet300\ndataset: synthetic\ntrials: 0\n", ["trials", "greater"]),
+    ("bad-epoch-budget", GOOD + "budget_epochs: -3\n", ["budget_epochs", "greater"]),
     ("unknown-model", "model: lenet9\ndataset: synthetic\n", ["model", "lenet9"]),
     ("both-models", GOOD + "models: [lenet5]\n", ["either `model: NAME`"]),
     ("no-model", "dataset: synthetic\n", ["either `model: NAME`"]),
@@ -42,6 +43,13 @@ def test_a_bad_spec_is_one_line_naming_file_and_field(tmp_path, spec, words):
     for word in words:
         assert word in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
+
+
+def test_a_spec_takes_an_epoch_budget(tmp_path):
+    (tmp_path / "spec.yaml").write_text(GOOD + "budget_epochs: 500\nbudget_minutes: 60\n")
+    loaded = load_spec(tmp_path / "spec.yaml")
+    config = loaded.sweep_config("lenet300", tmp_path / "runs")
+    assert (config.budget_epochs, config.budget_minutes) == (500, 60)
 
 
 def test_a_missing_spec_file_is_bad_input(tmp_path):
@@ -90,13 +98,15 @@ def test_dry_run_says_what_it_would_do_and_exits_with_its_code(
 
 
 def test_dry_run_resumes_an_unfinished_sweep_of_the_same_options(tmp_path):
+    from sparsetune.app.checks import space_for_run
     from sparsetune.search.space import default_space_path, load_space
     from sparsetune.search.state import identity
 
     (tmp_path / "spec.yaml").write_text(GOOD + "out: runs\n")
     loaded = load_spec(tmp_path / "spec.yaml")
     config = loaded.sweep_config("lenet300", tmp_path / "runs")
-    space = load_space(default_space_path("lenet300"))
+    # the space as the sweep runs it: its rewind points narrowed to the spec's dense stage
+    space = space_for_run(config, load_space(default_space_path("lenet300")))
     (tmp_path / "runs").mkdir()
     SweepState("x", "running", identity(config, space), {}, "s", "r", "sqlite:///x.db").write(
         tmp_path / "runs"

@@ -81,3 +81,43 @@ def test_asha_ranks_the_objectives_metric_over_pruning_rounds():
     assert (scheduler._metric, scheduler._mode) == ("compression", "max")
     assert scheduler._time_attr == "training_iteration"  # one report = one pruning round
     assert asha(OBJECTIVES["max-acc"])._metric == "val_acc"
+
+
+class Progress:
+    """What EpochBudget reads of the progress callback: rows and the trials that ended."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.done: set[str] = set()
+        self.failures: dict[str, str] = {}
+
+
+class Template:
+    """Builds a magnitude trial of `rounds` rounds of one retraining epoch."""
+
+    def trial_config(self, flat):
+        from sparsetune.config import DataConfig, TrialConfig
+
+        params = {"rounds": flat["rounds"], "retrain_epochs": 1}
+        return TrialConfig(model="lenet300", data=DataConfig(name="mnist"), params=params)
+
+
+def test_the_epoch_budget_counts_what_ended_trials_spent_and_running_ones_plan():
+    from sparsetune.search.stopping import EpochBudget, epochs_spent
+
+    progress = Progress()
+    budget = EpochBudget(10, Template(), progress)
+    budget.start("a", {"rounds": 4})
+    budget.start("b", {"rounds": 3})
+    assert budget.committed() == 7 and not budget.exhausted()
+    assert budget.running() == ["a", "b"]
+    # a reports 2 of its 4 epochs and is stopped early; b runs on
+    progress.rows += [{"trial_id": "a", "round": r, "epochs_trained": r} for r in (1, 2)]
+    assert budget.committed() == 7  # a may still train its 2 planned epochs
+    progress.done.add("a")
+    assert budget.committed() == 5 and sum(epochs_spent(progress.rows).values()) == 2
+    budget.start("c", {"rounds": 5})
+    assert budget.committed() == 10 and budget.exhausted()
+    # a trial that failed without a report spent nothing
+    progress.failures["c"] = "RuntimeError"
+    assert budget.committed() == 5 and budget.running() == ["b"]
