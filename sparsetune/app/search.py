@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,10 +72,10 @@ def search(
     unfinished = recorded
     check_writable(sweep.sweep_dir, "--out")
     enqueued = checked_enqueue(sweep, space, console)
-    for note in narrowing:
-        say(console, note)
     command = SweepCommand.search(sweep.sweep_dir, resumed=resume is not None)
-    return run_checked(sweep, space, unfinished, enqueued, console, command=command)
+    return run_checked(
+        sweep, space, unfinished, enqueued, console, command=command, notes=narrowing
+    )
 
 
 def sweep_to_run(
@@ -174,11 +174,14 @@ def run_checked(
     console: Console,
     *,
     command: SweepCommand | None = None,
+    notes: Sequence[str] = (),
 ) -> SearchResult:
     """Run a checked sweep (new, or continuing `unfinished`), progress on `console`. Its own
     checks (data, device, GPUs, cluster) come first: they need the heavy libraries. Then the
     sweep folder's lock, its first write, held until the sweep ends; and SIGINT and SIGTERM
-    stop the sweep resumable (`SweepInterrupted`, saying how to continue: `command`)."""
+    stop the sweep resumable (`SweepInterrupted`, saying how to continue: `command`). `notes`
+    (what the space lost to this run, `space_for_run`) are said once every check has passed,
+    so that a refusal stays one line."""
     command = command or SweepCommand.search(sweep.sweep_dir, resumed=False)
     through_client = is_ray_client(sweep.address)
     if not through_client:  # under Ray Client the data and devices are the cluster's
@@ -190,6 +193,8 @@ def run_checked(
         _send_cluster_token_if_present()
         check_cluster(sweep.address)
     check_resources(sweep)
+    for note in notes:
+        say(console, note)
     from sparsetune.search.sweep import prepare_dense, run_sweep
     from sparsetune.train.loop import TrainingDiverged
 
