@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tracking", ("sparsetune.tracking",)),
     ("search", ("sparsetune.search",)),
     ("app", ("sparsetune.app",)),
-    ("cli", ("sparsetune.cli",)),
+    ("cli", ("sparsetune.cli", "sparsetune.__main__")),
 ]
 # The root, as the target of an import: above every layer, so that importing it is always upward.
 ROOT_LAYER = len(LAYERS)

@@ -32,6 +32,41 @@ def test_pyproject_lists_every_package_and_maps_the_spaces():
     assert config["package-data"][SPACES_PACKAGE] == ["*.yaml", "methods/*.yaml"]
 
 
+def test_every_library_the_package_imports_is_a_declared_dependency():
+    """A library imported by sparsetune/ and missing from [project] dependencies (or a user-facing
+    extra) works here, where the dev extra or another library's requirements installed it, and
+    fails on a user's machine, or breaks when that library drops it."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    def distribution(requirement: str) -> str:
+        return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    optional = [
+        r for extra, rs in project["optional-dependencies"].items() if extra != "dev" for r in rs
+    ]
+    # An extra's library (timm) is imported only where a user asks for it.
+    declared = {distribution(r) for r in [*project["dependencies"], *optional]}
+    declared.add("pydantic-core")  # pydantic's own compiled half: PydanticUndefined lives there
+    top_level = set()
+    for path in (ROOT / "sparsetune").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                top_level |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                top_level.add(node.module.split(".")[0])
+    owners = packages_distributions()
+    undeclared = {
+        module: owners[module]
+        for module in sorted(top_level - set(sys.stdlib_module_names) - {"sparsetune"})
+        if module in owners
+        and not {name.lower().replace("_", "-") for name in owners[module]} & declared
+    }
+    assert undeclared == {}, "declare these in pyproject.toml [project] dependencies"
+
+
 @pytest.mark.slow
 def test_a_wheel_ships_the_spaces_and_finds_them_installed(tmp_path):
     # Built from a copy: setuptools writes build/ into the source folder, and a stale build/lib

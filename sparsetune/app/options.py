@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sparsetune.catalog import METHODS, short_name
 from sparsetune.config import (
@@ -23,6 +23,7 @@ from sparsetune.config import (
 )
 from sparsetune.search.options import (
     DEFAULT_DATASET,
+    TRACKING_ENV,
     TRACKING_HELP,
     CacheDirOption,
     DataDirOption,
@@ -40,6 +41,7 @@ from sparsetune.search.options import (
     later_default,
     marks,
     one_of,
+    tracking_uri_from_environment,
 )
 from sparsetune.tracking.ui import DEFAULT_PORT
 from sparsetune.validation import register_for_messages
@@ -49,7 +51,11 @@ class PruneOptions(Frozen):
     """`sparsetune prune`'s options; the trial itself is then validated as a TrialConfig."""
 
     model: ModelOption
-    method: MethodName = Field("magnitude", description=one_of(METHODS.names()))
+    method: MethodName = Field(
+        "magnitude",
+        description=one_of(METHODS.names()),
+        json_schema_extra=marks(choices=METHODS.names()),
+    )
     dataset: DatasetOption = DEFAULT_DATASET
     params: dict[str, Any] = Field(
         {},
@@ -67,7 +73,7 @@ class PruneOptions(Frozen):
     )
     cache_dir: CacheDirOption = DEFAULT_CACHE_DIR
     tracking_uri: TrackingUriOption | None = later_default(
-        f"record an MLflow run there: {TRACKING_HELP}", "no MLflow"
+        f"record an MLflow run there: {TRACKING_HELP}", f"${TRACKING_ENV}, else no MLflow"
     )
     experiment: str = Field("sparsetune-prune", description="MLflow experiment")
     val_size: ValSizeOption = DEFAULT_VAL_SIZE
@@ -76,6 +82,12 @@ class PruneOptions(Frozen):
     weights: WeightsOption = None
 
     _weights_exist = field_validator("weights")(existing_weights)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tracking_env(cls, data: Any) -> Any:
+        return tracking_uri_from_environment(data)
+
     _path_kinds = checked_paths({"data_dir": "folder", "cache_dir": "folder", "out": "folder"})
 
     @property

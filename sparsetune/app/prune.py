@@ -89,7 +89,8 @@ def prune(options: PruneOptions, *, console: Console | None = None) -> PruneResu
     """Train and prune one configuration with its paper's settings (the recipe), `options.params`
     over them. Every check runs before the output folder or the dense cache is touched; progress
     (the plan, each epoch, each round) goes to `console`."""
-    from sparsetune.train.loop import EpochDone, TrainingDiverged
+    from sparsetune.report.live import PhaseProgress
+    from sparsetune.train.loop import TrainingDiverged
 
     config, recipe = trial_config(options)
     folder = options.folder
@@ -122,21 +123,18 @@ def prune(options: PruneOptions, *, console: Console | None = None) -> PruneResu
             f"{result.architecture} ({result.seconds:.0f} s)",
         )
 
-    def on_epoch(phase: str, done: EpochDone) -> None:
-        if done.epochs > 1:  # a one-epoch phase (sensitivity's rounds) is already a round line
-            say(console, f"{phase}: {done.describe()}")
-
     created = not folder.exists()
     try:
-        return run_pruning(
-            config,
-            out=folder,
-            cache_dir=options.cache_dir,
-            tracking_uri=options.tracking_uri,
-            experiment=options.experiment,
-            on_round=on_round,
-            on_epoch=on_epoch,
-        )
+        with PhaseProgress(console) as progress:
+            return run_pruning(
+                config,
+                out=folder,
+                cache_dir=options.cache_dir,
+                tracking_uri=options.tracking_uri,
+                experiment=options.experiment,
+                on_round=on_round,
+                on_epoch=progress.on_epoch,
+            )
     except TrainingDiverged as error:
         if created:
             shutil.rmtree(folder, ignore_errors=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sparsetune.app.checks import check_writable
 from sparsetune.app.errors import BadInput
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 class ReportResult:
     results: SweepResults  # the sweep's front, rows and meta, as read back
     written: list[Path]  # the review files written into the sweep folder
+
+    def summary(self) -> dict[str, Any]:
+        """What `report --json` prints: the sweep's record, and the files written."""
+        return self.results.summary() | {"written": [str(path) for path in self.written]}
 
 
 def report(sweep_dir: Path) -> ReportResult:

@@ -47,6 +47,15 @@ class SearchResult:
     sweep: SweepConfig
     outcome: SweepOutcome
 
+    def summary(self) -> dict[str, Any]:
+        """What `search --json` prints: the sweep's record as `report --json` reads it back
+        (pareto.json), with the MLflow store and each failed trial's reason."""
+        from sparsetune.report.review import load_sweep
+
+        outcome = self.outcome
+        recorded = load_sweep(outcome.sweep_dir).summary()
+        return recorded | {"tracking_uri": outcome.tracking_uri, "failures": outcome.failures}
+
 
 def search(
     options: SweepConfig | Mapping[str, Any],

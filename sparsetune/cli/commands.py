@@ -5,6 +5,7 @@ from their option models (`cli.options`); heavy libraries load inside the applic
 from __future__ import annotations
 
 import json
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,19 +17,43 @@ from sparsetune.app.options import PruneOptions, UiOptions
 from sparsetune.app.scheduled_sweep import EXIT_FINISHED, EXIT_NOTHING_TO_DO, EXIT_RESUMED
 from sparsetune.app.space import SpaceOptions
 from sparsetune.cli import render
-from sparsetune.cli.options import with_options
+from sparsetune.cli.help_format import show_flags_as_flags
+from sparsetune.cli.options import choice_metavar, completer, with_options
 from sparsetune.search.options import SweepConfig
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, as typer tools have
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Hyperparameter search for sparse neural networks (Ray Tune, Optuna, MLflow).",
 )
+show_flags_as_flags()
+
+JSON_HELP = "print one JSON object on stdout, progress on stderr"
+JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+EXPORT_FORMATS = ("dense", "sparse", "structured")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"sparsetune {installed_version('sparsetune')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="print the version and exit",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
     """Hyperparameter search for sparse neural networks (Ray Tune, Optuna, MLflow)."""
 
 
@@ -40,12 +65,17 @@ def search(
         Path | None,
         typer.Option(help="continue the killed sweep in this folder, with its options"),
     ] = None,
+    json_output: JsonFlag = False,
 ) -> None:
     """Search pruning methods and their knobs; print and save the Pareto front."""
     from sparsetune.app.search import search as run_search
 
     result = run_search(given, resume=resume, console=render.console(stderr=True))
-    if result is not None:
+    if result is None:  # finished before: said on stderr
+        return
+    if json_output:
+        print(json.dumps(result.summary(), default=str))
+    else:
         render.search_result(render.console(), result)
 
 
@@ -98,9 +128,7 @@ def sweep(
 @with_options(PruneOptions)
 def prune(
     given: dict[str, Any],
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print one JSON object on stdout, progress on stderr")
-    ] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Train and prune one configuration in this process, with its paper's settings."""
     from sparsetune.app.prune import prune as run_prune
@@ -119,12 +147,17 @@ def report(
         Path,
         typer.Argument(help="a sweep folder (what `sparsetune search --out` wrote)"),
     ],
+    json_output: JsonFlag = False,
 ) -> None:
     """Write the Pareto plot (pareto.png, pareto.html) and front.csv into a sweep folder, and
     print the front: the review without MLflow."""
     from sparsetune.app.report import report as write_report
 
-    render.report_result(render.console(), write_report(sweep_dir))
+    result = write_report(sweep_dir)
+    if json_output:
+        print(json.dumps(result.summary(), default=str))
+    else:
+        render.report_result(render.console(), result)
 
 
 @app.command()
@@ -155,7 +188,13 @@ def export(
         ),
     ],
     format: Annotated[
-        str, typer.Option("--format", help="dense, sparse or structured (docs/export.md)")
+        str,
+        typer.Option(
+            "--format",
+            help="dense, sparse or structured (docs/export.md)",
+            metavar=choice_metavar(EXPORT_FORMATS),
+            autocompletion=completer(EXPORT_FORMATS),
+        ),
     ],
     out: Annotated[Path, typer.Option(help="the file to write, e.g. model.safetensors")],
     register: Annotated[
@@ -176,7 +215,7 @@ def export(
             "by importing it; without it only registered, torchvision: and timm: models are built",
         ),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Write a ticket as a dense, sparse or physically smaller (structured) model file."""
     from sparsetune.app.export import export as write_export

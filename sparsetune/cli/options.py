@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 
 from sparsetune.app.checks import flag
 from sparsetune.app.errors import BadInput
-from sparsetune.search.options import FLAG, SHOWN_DEFAULT, mark
+from sparsetune.search.options import CHOICES, FLAG, SHOWN_DEFAULT, mark
 from sparsetune.yamlio import excerpt, shorten
 
 GIVEN = "given"  # the command's parameter that receives the generated options' values
@@ -124,7 +124,14 @@ def _parameter(name: str, field: FieldInfo, optional: bool) -> inspect.Parameter
         shown = mark(field, SHOWN_DEFAULT) or False  # typer shows a text in parentheses
     else:
         shown = default is not ...
-    info = typer.Option(_flag(name, field), help=help_text, show_default=shown)
+    choices = field_choices(field)
+    info = typer.Option(
+        _flag(name, field),
+        help=help_text,
+        show_default=shown,
+        metavar=choice_metavar(choices) if choices else None,
+        autocompletion=completer(choices) if choices else None,
+    )
     annotation = cli_type if default is not None else cli_type | None
     return inspect.Parameter(
         name,
@@ -132,6 +139,32 @@ def _parameter(name: str, field: FieldInfo, optional: bool) -> inspect.Parameter
         default=default,
         annotation=Annotated[annotation, info],
     )
+
+
+def field_choices(field: FieldInfo) -> list[str] | None:
+    """The values a field takes, where they are a closed set: its `choices` mark, or its
+    Literal's values. The field's own validator still checks them (one line, as any option)."""
+    marked = mark(field, CHOICES)
+    if marked:
+        return [str(choice) for choice in marked]
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is Literal:
+        return [str(choice) for choice in get_args(annotation)]
+    return None
+
+
+def choice_metavar(choices: Collection[str]) -> str:
+    """`<a|b|c>`, as typer shows a choice (a `Literal` or an `Enum`) in help."""
+    return "<" + "|".join(choices) + ">"
+
+
+def completer(choices: Collection[str]) -> Callable[[str], list[str]]:
+    """Shell completion of an option's choices (`sparsetune --install-completion`)."""
+    return lambda incomplete: [choice for choice in choices if choice.startswith(incomplete)]
 
 
 def _cli_type(annotation: Any) -> tuple[str, Any]:

@@ -66,6 +66,12 @@ class SweepResults:
     def published(self) -> list[PublishedPoint]:
         return published_points(self.model, self.dataset)
 
+    def summary(self) -> dict[str, Any]:
+        """What `search --json` and `report --json` print: pareto.json as written (the sweep's
+        record: objective, hypervolume, trials, the front with every point's run id), with the
+        folder it was read from."""
+        return {"sweep_dir": str(self.folder), **self.meta, "front": self.front}
+
 
 # Where a damaged result file can be had again: the sweep logged both to its MLflow parent run.
 _RESTORE = "restore it from the sweep's MLflow parent run (its artifacts hold a copy)"

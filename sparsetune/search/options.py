@@ -29,6 +29,7 @@ from sparsetune.config import (
 )
 from sparsetune.search.choices import EARLY_STOPS, SAMPLERS, check_sampler, resolve_early_stop
 from sparsetune.search.objectives import OBJECTIVES, REQUIRED_OPTION, get_objective
+from sparsetune.tracking import TRACKING_ENV
 from sparsetune.validation import PathKind, check_path_kind, register_for_messages
 
 
@@ -44,15 +45,26 @@ ObjectiveName = Annotated[str, AfterValidator(_check_objective)]
 IDENTITY = "identity"  # the option belongs to the sweep's identity: a resume cannot change it
 SHOWN_DEFAULT = "shown_default"  # how help describes a default computed later (None here)
 FLAG = "flag"  # the flag, where it is not the field's name (`params` is `--set key=value`)
+CHOICES = "choices"  # the closed set of values, shown and completed as such (Literal: its own)
 
 
 def marks(
-    *, identity: bool = False, shown_default: str | None = None, flag: str | None = None
+    *,
+    identity: bool = False,
+    shown_default: str | None = None,
+    flag: str | None = None,
+    choices: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """A field's `json_schema_extra`: `identity` for an option a resume cannot change,
     `shown_default` for the help's words on a default computed when the option is None, `flag`
-    for a flag not named after the field."""
-    extra = {IDENTITY: identity or None, SHOWN_DEFAULT: shown_default, FLAG: flag}
+    for a flag not named after the field, `choices` for a string that takes one of a few names
+    (checked by the field's own validator; the CLI shows and completes them)."""
+    extra = {
+        IDENTITY: identity or None,
+        SHOWN_DEFAULT: shown_default,
+        FLAG: flag,
+        CHOICES: list(choices) if choices else None,
+    }
     return {name: value for name, value in extra.items() if value is not None}
 
 
@@ -197,6 +209,39 @@ def sqlite_file(uri: str | None) -> Path | None:
 
 
 TrackingUriOption = Annotated[str, AfterValidator(check_tracking_uri)]
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
+def tracking_uri_from_environment(data: Any) -> Any:
+    """A model validator (mode="before"): options that leave `tracking_uri` out take
+    $MLFLOW_TRACKING_URI, as MLflow's own tools do, checked here so that a bad value is refused
+    by its name before anything is written. A key given as None (a recorded sweep's default
+    store) stays None: the environment never moves a sweep that exists."""
+    uri = os.environ.get(TRACKING_ENV, "").strip()
+    if not isinstance(data, dict) or "tracking_uri" in data or not uri:
+        return data
+    try:
+        checked = check_tracking_uri(uri)
+    except ValueError as error:
+        raise ValueError(
+            f"--tracking-uri from ${TRACKING_ENV}: {error}; fix or unset {TRACKING_ENV}, or "
+            "pass --tracking-uri"
+        ) from None
+    return {**data, "tracking_uri": checked}
+
+
+def address_from_environment(data: Any) -> Any:
+    """A model validator (mode="before"): a new sweep that leaves `address` out joins the cluster
+    $RAY_ADDRESS names, as `ray.init()` does, as `--address auto`. A Ray job's entrypoint has it
+    set (`ray job submit -- sparsetune sweep spec.yaml` runs on the cluster), and so does a
+    RayJob's. An http(s) value is a Jobs API server (what `ray job submit` reads), not a cluster
+    to join: left alone. A key given as None (a recorded sweep) stays None."""
+    address = os.environ.get(RAY_ADDRESS_ENV, "").strip()
+    if not isinstance(data, dict) or "address" in data or not address:
+        return data
+    if address.lower().startswith(("http://", "https://")):
+        return data
+    return {**data, "address": "auto"}
 
 
 def existing_weights(path: Path | None) -> Path | None:
@@ -229,7 +274,9 @@ class SweepConfig(Frozen):
     model: ModelOption = Field(json_schema_extra=marks(identity=True))
     weights: WeightsOption = Field(None, json_schema_extra=marks(identity=True))
     objective: ObjectiveName = Field(
-        "pareto", description=one_of(list(OBJECTIVES)), json_schema_extra=marks(identity=True)
+        "pareto",
+        description=one_of(list(OBJECTIVES)),
+        json_schema_extra=marks(identity=True, choices=list(OBJECTIVES)),
     )
     min_compression: float | None = Field(
         None,
@@ -245,10 +292,15 @@ class SweepConfig(Frozen):
         description="max-compression: most accuracy points below the dense model (e.g. 1)",
         json_schema_extra=marks(identity=True),
     )
-    sampler: str = Field("auto", description=f"{one_of(SAMPLERS)} (docs/search.md)")
+    sampler: str = Field(
+        "auto",
+        description=f"{one_of(SAMPLERS)} (docs/search.md)",
+        json_schema_extra=marks(choices=SAMPLERS),
+    )
     early_stop: str = Field(
         "auto",
         description="auto (asha for one objective, else off), " + ", ".join(EARLY_STOPS[1:]),
+        json_schema_extra=marks(choices=EARLY_STOPS),
     )
     budget_minutes: float | None = Field(
         None,
@@ -293,7 +345,8 @@ class SweepConfig(Frozen):
         "experiment name", "<model>-<dataset>-<objective>", min_length=1
     )
     tracking_uri: TrackingUriOption | None = later_default(
-        f"MLflow tracking URI: {TRACKING_HELP}", "sqlite file in the sweep folder"
+        f"MLflow tracking URI: {TRACKING_HELP}",
+        f"${TRACKING_ENV}, else a sqlite file in the sweep folder",
     )
     # The dense stage trained for a sweep is found again in its cache: another cache is another
     # dense model (trained anew, or a different one), so a resume cannot change it.
@@ -314,7 +367,7 @@ class SweepConfig(Frozen):
     address: str | None = later_default(
         "join a running Ray cluster: auto, HOST:PORT of its head, or ray://HOST:PORT of its Ray "
         "Client server, which runs the sweep on the head (docs/cluster.md)",
-        "start a local Ray",
+        f"auto where ${RAY_ADDRESS_ENV} is set (a Ray job), else start a local Ray",
     )
     storage: str | None = Field(
         None,
@@ -354,6 +407,11 @@ class SweepConfig(Frozen):
         if gpus is not None and gpus > 1 and not gpus.is_integer():
             raise ValueError(f"above 1 it must be a whole number of GPUs (got {gpus:g})")
         return gpus
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        return address_from_environment(tracking_uri_from_environment(data))
 
     @model_validator(mode="after")
     def _options_fit_the_objective(self) -> SweepConfig:

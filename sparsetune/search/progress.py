@@ -8,17 +8,23 @@ history gets one entry per finished trial.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 from rich.console import Console
 
+from sparsetune.report.live import is_live, progress_bar
 from sparsetune.results import ROUND_METRICS
 from sparsetune.search.hypervolume import hypervolume
 from sparsetune.search.objectives import Objective
 from sparsetune.search.pareto import pareto_front
 from sparsetune.search.space import params_from_flat
+from sparsetune.train.loop import duration
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 # What a row takes from a trial's report: the round's metrics and the two TRIAL_KEYS the
 # trainable reports with them; the others come from Ray's trial and its config.
@@ -62,10 +68,14 @@ class SweepProgress(Callback):
         self.running: set[str] = set()
         self.done: set[str] = set()
         self._last_line = ""
+        self._started = time.monotonic()  # this run of the driver: a resume starts the clock anew
+        self._finished_before = 0  # trials a resumed sweep had finished: not this run's pace
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # Ray pickles the Tuner's callbacks with its state; a console holds a lock.
-        return {**self.__dict__, "console": None}
+        # Ray pickles the Tuner's callbacks with its state; a console and a live bar hold locks.
+        return {**self.__dict__, "console": None, "_bar": None, "_task": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -83,6 +93,24 @@ class SweepProgress(Callback):
         for key in self.STATE_KEYS:
             if key in state:
                 setattr(self, key, state[key])
+        self._finished_before = len(self.done) + len(self.failures)
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        """Ray calls this as the Tuner starts: on a terminal a live bar, else plain lines."""
+        self._started = time.monotonic()
+        if self._bar is None and is_live(self.console):
+            self._bar = progress_bar(self.console)
+            self._bar.start()
+            self._task = self._bar.add_task("trials", total=self.total)
+
+    def on_experiment_end(self, trials: Any, **info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live bar (the sweep's end, or its interruption)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     # -- Ray callback hooks -------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -149,6 +177,17 @@ class SweepProgress(Callback):
             for trial_id, reason in self.failures.items()
         ]
 
+    def timing(self) -> str:
+        """Elapsed time, and the time left at this run's pace of finished trials."""
+        elapsed = time.monotonic() - self._started
+        finished = len(self.done) + len(self.failures)
+        pace = finished - self._finished_before
+        left = self.total - finished
+        if left <= 0:
+            return f"{duration(elapsed)} elapsed"
+        eta = duration(elapsed / pace * left) if pace > 0 else "after the first trial"
+        return f"{duration(elapsed)} elapsed, ETA {eta}"
+
     def _print(self) -> None:
         front = self.front()  # once per event: every result comes through here
         line = (
@@ -157,6 +196,11 @@ class SweepProgress(Callback):
         )
         if self.objective.is_multi:
             line += f", hypervolume {self.hypervolume(front):.4f}"
-        if line != self._last_line:
-            self.console.print(line, highlight=False)
-            self._last_line = line
+        if line == self._last_line:
+            return
+        self._last_line = line
+        if self._bar is not None and self._task is not None:
+            finished = len(self.done) + len(self.failures)
+            self._bar.update(self._task, description=line, completed=finished)
+        else:
+            self.console.print(f"{line} | {self.timing()}", highlight=False)

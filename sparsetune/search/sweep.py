@@ -52,7 +52,7 @@ from sparsetune.search.stopping import (
     epochs_spent,
 )
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
-from sparsetune.search.tuner import TunerEnd, TunerPlan, run_tuner, start_ray
+from sparsetune.search.tuner import TunerEnd, TunerPlan, cluster_line, run_tuner, start_ray
 from sparsetune.train.dense_cache import CachedDense, DenseCache
 from sparsetune.train.loop import EpochDone
 from sparsetune.trial import resolve_device, train_dense
@@ -110,7 +110,8 @@ def prepare_dense(
             )
 
     def say_epoch(phase: str, done: EpochDone) -> None:
-        console.print(f"{phase}: {done.describe()}", highlight=False)
+        if done.finished:  # a line an epoch: the sweep's log is read later, not watched
+            console.print(f"{phase}: {done.describe()}", highlight=False)
 
     device = resolve_device(sweep.device)
     dense = DenseCache(sweep.cache_dir).get_or_train(
@@ -222,6 +223,8 @@ def run_sweep(
     stop = stop or StopSignals(sweep.sweep_dir, "", active=False)
     with stop.deferring():  # from here a first stop signal ends the Tuner, not the process
         started_ray = start_ray(sweep)
+        if not started_ray or sweep.address:
+            console.print(cluster_line(), highlight=False)
         stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
         tuner_end: TunerEnd | None = None
         aborted = False

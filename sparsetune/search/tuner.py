@@ -143,6 +143,18 @@ def restored_tuner(plan: TunerPlan) -> tune.Tuner:
     return tuner
 
 
+def cluster_line() -> str:
+    """What a sweep that did not start its own Ray says it runs on: `--address`, RAY_ADDRESS
+    (a Ray job's entrypoint), or a Ray this process had joined already."""
+    resources = ray.cluster_resources()
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    address = ray.get_runtime_context().gcs_address
+    return (
+        f"ray: joined the Ray cluster at {address}: {nodes} node{'s' if nodes != 1 else ''}, "
+        f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs"
+    )
+
+
 def start_ray(sweep: SweepConfig) -> bool:
     """Join `--address`, or start a local Ray sized to this machine. True if we started it."""
     if ray.is_initialized():

@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote
 
+# Where MLflow's own tools, and sparsetune's, find the store when no URI is given.
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
 
 def default_tracking_uri(sweep_dir: Path) -> str:
     """MLflow on a SQLite file inside the sweep folder."""

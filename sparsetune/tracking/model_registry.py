@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from sparsetune.export.ticket import ROUND_FILE
 from sparsetune.results import REGISTERED_METRICS
-from sparsetune.tracking import local_sqlite_path
+from sparsetune.tracking import TRACKING_ENV, local_sqlite_path
 from sparsetune.tracking.mlflow_store import MlflowRun, MlflowStore
 
 EXPORT_EXPERIMENT = "sparsetune-export"
@@ -71,24 +71,23 @@ def download_final_ticket(run_id: str, tracking_uri: str, folder: Path) -> Path:
 @contextlib.contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
     """`mlflow.pytorch.log_model` has no tracking-URI argument: it logs to the process-wide URI.
-    Set it for the call, then put back exactly what was there: the URI set in-process, which is
-    usually none (MLflow then reads the environment each time; pinning today's answer would hide
-    a later change of MLFLOW_TRACKING_URI), and the environment variable, which
-    `set_tracking_uri` writes and unsets. MLflow has no public getter for the first, hence the
-    private attribute, with the public answer as a fallback."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    previous = getattr(tracking_utils, "_tracking_uri", mlflow.get_tracking_uri())
-    environment = os.environ.get("MLFLOW_TRACKING_URI")
+    Set it for the call, then put back what was there, through MLflow's public API: a URI set in
+    this process, or none (MLflow then reads $MLFLOW_TRACKING_URI each time; pinning today's
+    value would hide a later change of it), and the environment variable, which
+    `set_tracking_uri` writes and unsets. A URI set in-process is written to the variable too, so
+    one that equals the variable is put back as the variable alone."""
+    environment = os.environ.get(TRACKING_ENV)
+    current = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    previous = None if current == environment else current
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # None: no URI set in this process, as before
         if environment is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            os.environ.pop(TRACKING_ENV, None)
         else:
-            os.environ["MLFLOW_TRACKING_URI"] = environment
+            os.environ[TRACKING_ENV] = environment
 
 
 def _artifact_dir(tracking_uri: str) -> Path | None:

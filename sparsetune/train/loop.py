@@ -30,16 +30,61 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class EpochDone:
-    """What `fit` tells its `on_epoch` callback after each epoch: a long phase (L0's 200 epochs)
-    otherwise runs for hours with nothing to show."""
+    """What `fit` tells its `on_epoch` callback after each epoch, and within an epoch at most
+    every STEP_NEWS_SECONDS (`finished` False: the steps so far, no loss yet): a long phase (L0's
+    200 epochs, a ResNet's minutes-long epoch) otherwise runs with nothing to show."""
 
     epoch: int  # 1-based
     epochs: int
-    mean_loss: float
+    mean_loss: float  # NaN within an epoch: reading it would stall a GPU every step
     seconds: float  # since the phase started
+    step: int = 0  # steps done in this epoch; `steps` once it has finished
+    steps: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.steps
+
+    @property
+    def fraction(self) -> float:
+        """The share of the phase's steps done."""
+        within = self.step / self.steps if self.steps else 1.0
+        return (self.epoch - 1 + within) / self.epochs if self.epochs else 1.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """The phase's time left at its pace so far (None before any step)."""
+        fraction = self.fraction
+        return self.seconds * (1 - fraction) / fraction if fraction > 0 else None
 
     def describe(self) -> str:
-        return f"epoch {self.epoch}/{self.epochs}, loss {self.mean_loss:.4f} ({self.seconds:.0f} s)"
+        if not self.finished:
+            return (
+                f"epoch {self.epoch}/{self.epochs}, step {self.step}/{self.steps} ({_clock(self)})"
+            )
+        return f"epoch {self.epoch}/{self.epochs}, loss {self.mean_loss:.4f} ({_clock(self)})"
+
+
+# The most often `fit` tells its callback how far an epoch has got.
+STEP_NEWS_SECONDS = 1.0
+
+
+def _clock(done: EpochDone) -> str:
+    eta = done.eta_seconds
+    left = f", ETA {duration(eta)}" if eta is not None and not done.fraction >= 1 else ""
+    return f"{done.seconds:.0f} s{left}"
+
+
+def duration(seconds: float) -> str:
+    """42 s, 3m05s, 2h07m: an elapsed time or an ETA, as progress shows it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def make_optimizer(model: nn.Module, recipe: TrainConfig) -> torch.optim.Optimizer:
@@ -74,13 +119,15 @@ def fit(
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     loader = data.batches(recipe.batch_size, shuffle=True, seed=seed)
+    steps = len(loader)
     mean_loss = math.nan
+    news_at = started + STEP_NEWS_SECONDS
     for epoch in range(recipe.epochs):
         model.train()
         # Summed on the device and read once per epoch: a NaN anywhere in the epoch survives
         # the sum, and no per-step .item() stalls a GPU.
         loss_sum = torch.zeros((), device=data.device)
-        for inputs, targets in loader:
+        for step, (inputs, targets) in enumerate(loader, start=1):
             loss = F.cross_entropy(model(inputs), targets)
             penalty = hooks.penalty(model)
             if penalty is not None:
@@ -91,13 +138,18 @@ def fit(
             optimizer.step()
             hooks.on_step_end(model)
             loss_sum += loss.detach()
-        mean_loss = float(loss_sum) / max(len(loader), 1)
+            if on_epoch is not None and step < steps and time.perf_counter() >= news_at:
+                now = time.perf_counter()
+                news_at = now + STEP_NEWS_SECONDS
+                on_epoch(EpochDone(epoch + 1, recipe.epochs, math.nan, now - started, step, steps))
+        mean_loss = float(loss_sum) / max(steps, 1)
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}")
         if scheduler is not None:
             scheduler.step()
         if on_epoch is not None:
-            on_epoch(EpochDone(epoch + 1, recipe.epochs, mean_loss, time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+            on_epoch(EpochDone(epoch + 1, recipe.epochs, mean_loss, seconds, steps, steps))
     return mean_loss
 
 

@@ -52,6 +52,12 @@ def test_four_trial_pareto_search_records_everything(tmp_path):
     assert "Pareto front" in result.stdout
     assert "4 done, 0 running, 0 failed of 4" in result.stderr
     assert "dense: epoch 1/1, loss " in result.stderr  # the driver's dense stage, as it trains
+    # No terminal here: a plain line per change, with the time elapsed and the time left, and
+    # no escape codes (tests/test_progress_display.py has the terminal's live bar).
+    progress = [line for line in result.stderr.splitlines() if line.startswith("trials: ")]
+    assert progress and all(" elapsed" in line for line in progress)
+    assert any(", ETA " in line for line in progress)
+    assert "\x1b[" not in result.stderr + result.stdout
 
     # MLflow: one parent, four children linked to it, each with params, tags, metrics, ticket.
     client, parents, children = sweep_runs(out, "e2e")

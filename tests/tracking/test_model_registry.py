@@ -69,3 +69,22 @@ def test_a_second_registration_is_the_next_version(tmp_path, monkeypatch):
     assert (first.version, second.version) == (1, 2)
     with pytest.raises(mlflow.exceptions.MlflowException):
         MlflowClient(uri).get_model_version("m", "3")
+
+
+def test_sparsetune_reaches_mlflow_through_its_public_api_only():
+    """No import of a private MLflow module or attribute (`mlflow.x._y`): those move between
+    MLflow releases without notice."""
+    import re
+    from pathlib import Path
+
+    import sparsetune
+
+    private = re.compile(r"\bmlflow(?:\.\w+)*\._\w+|from mlflow\S*\._\w+")
+    package = Path(sparsetune.__file__).parent
+    found = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if private.search(line)
+    ]
+    assert found == []

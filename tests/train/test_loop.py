@@ -49,18 +49,41 @@ def test_fit_is_deterministic_under_a_seed_and_learns(small_splits):
 
 
 def test_fit_tells_on_epoch_of_each_epoch_in_order(small_splits):
-    seen: list[EpochDone] = []
+    told: list[EpochDone] = []
     loss = fit(
         lenet300(small_splits, seed=0),
         small_splits.train,
         TrainConfig(epochs=3),
         seed=0,
-        on_epoch=seen.append,
+        on_epoch=told.append,
     )
+    seen = [done for done in told if done.finished]  # within an epoch only on a slow machine
     assert [(done.epoch, done.epochs) for done in seen] == [(1, 3), (2, 3), (3, 3)]
     assert seen[-1].mean_loss == loss  # the epoch's mean loss, the one fit returns
     assert seen[0].mean_loss > seen[-1].mean_loss  # it learns: the first epoch's loss is higher
     assert 0 < seen[0].seconds <= seen[1].seconds <= seen[2].seconds  # since the phase started
+
+
+def test_fit_tells_how_far_an_epoch_has_got_without_reading_the_loss(small_splits, monkeypatch):
+    """Within an epoch, news at most every STEP_NEWS_SECONDS (here: every step), with the share
+    of the phase done and an ETA from the pace so far; the loss only once the epoch is over."""
+    monkeypatch.setattr("sparsetune.train.loop.STEP_NEWS_SECONDS", 0.0)
+    told: list[EpochDone] = []
+    recipe = TrainConfig(epochs=2, batch_size=128)
+    fit(lenet300(small_splits, seed=0), small_splits.train, recipe, seed=0, on_epoch=told.append)
+    steps = math.ceil(len(small_splits.train) / 128)
+    assert [(d.epoch, d.step) for d in told] == [
+        (epoch, step) for epoch in (1, 2) for step in range(1, steps + 1)
+    ]
+    assert all(d.steps == steps for d in told)
+    within = [d for d in told if not d.finished]
+    assert within and all(math.isnan(d.mean_loss) for d in within)
+    assert all(math.isfinite(d.mean_loss) for d in told if d.finished)
+    fractions = [d.fraction for d in told]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert all(d.eta_seconds is not None and d.eta_seconds >= 0 for d in told)
+    assert "step 1/" in within[0].describe() and "ETA" in within[0].describe()
+    assert "ETA" not in told[-1].describe()  # the phase is over
 
 
 def test_fit_ignores_the_global_random_state(small_splits):
