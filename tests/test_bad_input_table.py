@@ -338,6 +338,12 @@ CASES = [
         ["--tracking-uri"],
     ),
     # --- report and ui: sweep folders and stores read back
+    ("list-root-missing", ["list", "--root", "{tmp}/nowhere"], ["--root", "nowhere"]),
+    ("list-root-a-file", ["list", "--root", "{tmp}/a-file"], ["--root", "a-file"]),
+    ("status-not-a-sweep", ["status", "{tmp}/a-folder"], ["a-folder", "sweep-state.json"]),
+    ("status-a-file", ["status", "{tmp}/a-file"], ["a-file"]),
+    ("status-state-not-json", ["status", "{tmp}/not-a-sweep-state"], ["sweep-state.json"]),
+    ("status-state-a-list", ["status", "{tmp}/state-a-list"], ["sweep-state.json"]),
     ("report-not-a-sweep", ["report", "{tmp}/a-folder"], ["a-folder"]),
     ("report-a-file", ["report", "{tmp}/a-file"], ["a-file"]),
     ("report-pareto-not-json", ["report", "{tmp}/crafted-pareto"], ["pareto.json"]),
@@ -469,8 +475,12 @@ def _tree(folder: Path) -> dict[str, tuple[str, int, int]]:
 
 
 def test_the_table_covers_every_command_and_enough_cases():
+    import typer
+
+    from sparsetune.cli import app
+
     commands = {arguments[0] for _, arguments, _ in CASES}
-    assert commands == {"search", "prune", "sweep", "export", "report", "ui", "space"}
+    assert commands == set(typer.main.get_command(app).commands)  # a new command gets cases
     assert len(CASES) >= 80
     assert len({case_id for case_id, _, _ in CASES}) == len(CASES)
 

@@ -26,7 +26,7 @@ COMMAND = typer.main.get_command(app)
 SCRIPT = str(Path(sys.executable).with_name("sparsetune"))  # the installed console script
 SUBCOMMANDS = sorted(COMMAND.commands)
 # Commands that print a result a script would read; each takes --json (one object on stdout).
-RESULT_COMMANDS = {"search", "prune", "report", "export"}
+RESULT_COMMANDS = {"search", "prune", "report", "export", "list", "status"}
 
 
 def help_text(capsys, monkeypatch, *args: str) -> str:
@@ -172,3 +172,10 @@ def test_search_json_and_mlflow_tracking_uri(tmp_path):
     read_back = json.loads(reported.stdout)
     assert read_back["front"] == printed["front"]
     assert read_back["hypervolume"] == printed["hypervolume"]
+
+    # The same command again: nothing to do, and still one object on stdout, the recorded sweep.
+    again = run_cli("search", *arguments, "--json", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "has finished; nothing to do" in again.stderr
+    repeated = json.loads(again.stdout)
+    assert repeated["nothing_to_do"] is True and repeated["front"] == printed["front"]

@@ -123,6 +123,7 @@ def search(
     this process, it waits for that one to end."""
     import os
 
+    from sparsetune.app.search import FinishedBefore
     from sparsetune.app.search import search as run
 
     # As the CLI: Ray's classic console output honours verbose=0 (no experiment box).
@@ -139,8 +140,8 @@ def search(
     console = _console(quiet)
     with _ONE_SWEEP:
         result = run(sweep, console=console)
-    if result is None:  # finished before: read what it recorded
-        return _finished_run(sweep.sweep_dir)
+    if isinstance(result, FinishedBefore):  # read what it recorded
+        return _finished_run(result.folder)
     return _search_run(result.outcome)
 
 

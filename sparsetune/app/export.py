@@ -17,6 +17,7 @@ from typing import Any
 
 from sparsetune.app.checks import checked_out_file
 from sparsetune.app.errors import BadInput
+from sparsetune.tracking import TRACKING_ENV
 
 RUN_ID_PATTERN = r"[0-9a-f]{32}"  # what MLflow's run ids look like (uuid4 hex)
 
@@ -56,7 +57,7 @@ def export(
     if format not in EXPORT_FORMATS:
         raise BadInput(f"--format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     out = checked_out_file(out)
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = tracking_uri or os.environ.get(TRACKING_ENV)
     path, run_id = _checked_source(source, uri, register)
 
     from sparsetune.export import encode, find_ticket, read_ticket

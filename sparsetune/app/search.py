@@ -57,16 +57,29 @@ class SearchResult:
         return recorded | {"tracking_uri": outcome.tracking_uri, "failures": outcome.failures}
 
 
+@dataclass(frozen=True)
+class FinishedBefore:
+    """A sweep that had finished before this call: nothing ran, its records stand."""
+
+    folder: Path
+
+    def summary(self) -> dict[str, Any]:
+        """What `search --json` prints: the recorded sweep, as `report --json` reads it."""
+        from sparsetune.report.review import load_sweep
+
+        return load_sweep(self.folder).summary() | {"nothing_to_do": True}
+
+
 def search(
     options: SweepConfig | Mapping[str, Any],
     *,
     resume: Path | None = None,
     console: Console | None = None,
-) -> SearchResult | None:
+) -> SearchResult | FinishedBefore:
     """Run the sweep `options` describe (a SweepConfig, or the options given as a mapping), or
     with `resume` the one recorded in that folder, with its recorded options. An `--out` that
     holds an unfinished sweep of the same options continues it (the same command run again after
-    a kill). None, said on `console`, when the sweep has finished already."""
+    a kill). FinishedBefore, said on `console`, when the sweep has finished already."""
     console = progress_console(console)
     sweep, recorded = sweep_to_run(options, resume)
     finished = recorded is not None and recorded.status == "finished"
@@ -123,12 +136,13 @@ def sweep_to_run(
     return sweep, state
 
 
-def _nothing_to_do(folder: Path, console: Console) -> None:
+def _nothing_to_do(folder: Path, console: Console) -> FinishedBefore:
     say(
         console,
         f"sparsetune: the sweep in {folder} has finished; nothing to do (results in "
         f"{folder / 'pareto.json'}); pass another --out for a new sweep",
     )
+    return FinishedBefore(folder)
 
 
 def _new_sweep(given: Mapping[str, Any]) -> SweepConfig:

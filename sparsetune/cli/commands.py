@@ -32,6 +32,16 @@ show_flags_as_flags()
 
 JSON_HELP = "print one JSON object on stdout, progress on stderr"
 JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+
+
+def print_json(value: Any) -> None:
+    """`--json`: one JSON document on stdout (paths and times as strings)."""
+    print(json.dumps(value, default=str))
+
+
+SweepDir = Annotated[
+    Path, typer.Argument(help="a sweep folder (what `sparsetune search --out` wrote)")
+]
 EXPORT_FORMATS = ("dense", "sparse", "structured")
 
 
@@ -68,14 +78,13 @@ def search(
     json_output: JsonFlag = False,
 ) -> None:
     """Search pruning methods and their knobs; print and save the Pareto front."""
+    from sparsetune.app.search import FinishedBefore
     from sparsetune.app.search import search as run_search
 
     result = run_search(given, resume=resume, console=render.console(stderr=True))
-    if result is None:  # finished before: said on stderr
-        return
-    if json_output:
-        print(json.dumps(result.summary(), default=str))
-    else:
+    if json_output:  # one object, also for a sweep that had finished before
+        print_json(result.summary())
+    elif not isinstance(result, FinishedBefore):  # finished before: said on stderr
         render.search_result(render.console(), result)
 
 
@@ -136,17 +145,14 @@ def prune(
     options = validated(PruneOptions, given)
     result = run_prune(options, console=render.console(stderr=True))
     if json_output:
-        print(json.dumps(result.summary(), default=str))
+        print_json(result.summary())
     else:
         render.prune_result(render.console(), result, options.tracking_uri)
 
 
 @app.command()
 def report(
-    sweep_dir: Annotated[
-        Path,
-        typer.Argument(help="a sweep folder (what `sparsetune search --out` wrote)"),
-    ],
+    sweep_dir: SweepDir,
     json_output: JsonFlag = False,
 ) -> None:
     """Write the Pareto plot (pareto.png, pareto.html) and front.csv into a sweep folder, and
@@ -155,9 +161,42 @@ def report(
 
     result = write_report(sweep_dir)
     if json_output:
-        print(json.dumps(result.summary(), default=str))
+        print_json(result.summary())
     else:
         render.report_result(render.console(), result)
+
+
+@app.command("list")
+def list_sweeps(
+    root: Annotated[
+        Path,
+        typer.Option(help="the folder the sweeps are in (searched 4 levels deep)"),
+    ] = Path("sparsetune-runs"),
+    json_output: JsonFlag = False,
+) -> None:
+    """List the sweeps under a folder: status, trials, front, hypervolume, started."""
+    from sparsetune.app.sweeps import list_sweeps as find
+
+    sweeps = find(root)
+    if json_output:
+        print_json([sweep.summary() for sweep in sweeps])
+    else:
+        render.sweep_list(render.console(), sweeps, root)
+
+
+@app.command()
+def status(
+    sweep_dir: SweepDir,
+    json_output: JsonFlag = False,
+) -> None:
+    """Say how one sweep stands: running (and who runs it), stopped (resumable) or finished."""
+    from sparsetune.app.sweeps import sweep_status
+
+    sweep = sweep_status(sweep_dir)
+    if json_output:
+        print_json(sweep.summary())
+    else:
+        render.sweep_status(sweep)
 
 
 @app.command()
@@ -224,6 +263,6 @@ def export(
         source, format, out, register=register, tracking_uri=tracking_uri, trust_code=trust_code
     )
     if json_output:
-        print(json.dumps(result.summary(), default=str))
+        print_json(result.summary())
     else:
         render.export_result(result)

@@ -7,6 +7,7 @@ console is 160 columns wide.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from sparsetune.app.prune import PruneResult
     from sparsetune.app.report import ReportResult
     from sparsetune.app.search import SearchResult
+    from sparsetune.app.sweeps import SweepSummary
     from sparsetune.tracking.ui import Experiment, MlflowUi
 
 
@@ -131,3 +133,67 @@ def ui_urls(server: MlflowUi, experiments: list[Experiment]) -> None:
     print(f"MLflow UI: {server.url}", flush=True)
     for experiment in experiments:
         print(f"  {experiment.name!r}: {server.experiment_url(experiment)}", flush=True)
+
+
+def _counts(sweep: SweepSummary) -> str:
+    if sweep.finished is None:
+        return f"- of {sweep.trials}"
+    running = f", {sweep.running} running" if sweep.running else ""
+    return f"{sweep.finished} done, {sweep.failed} failed{running} of {sweep.trials}"
+
+
+def _started(sweep: SweepSummary) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(sweep.started))
+
+
+def sweep_list(out: Console, sweeps: list[SweepSummary], root: Path) -> None:
+    from rich.table import Table
+
+    if not sweeps:
+        out.print(f"no sweeps under {root}", highlight=False)
+        return
+    table = Table(title=f"Sweeps under {root}")
+    for column in ("sweep", "status", "model / data / objective", "trials", "front", "hv"):
+        table.add_column(column)
+    table.add_column("started")
+    base = root.expanduser().resolve()
+    for sweep in sweeps:
+        where = (
+            sweep.folder.relative_to(base) if sweep.folder.is_relative_to(base) else sweep.folder
+        )
+        hypervolume = "-" if sweep.hypervolume is None else f"{sweep.hypervolume:.4f}"
+        table.add_row(
+            str(where),
+            sweep.status,
+            f"{sweep.model} / {sweep.dataset} / {sweep.objective}",
+            _counts(sweep),
+            "-" if sweep.front is None else str(sweep.front),
+            hypervolume,
+            _started(sweep),
+        )
+    out.print(table)
+
+
+def sweep_status(sweep: SweepSummary) -> None:
+    lines = [
+        f"sweep {sweep.experiment} in {sweep.folder}",
+        f"status: {sweep.status}"
+        + (f" ({sweep.holder})" if sweep.holder else "")
+        + (
+            f"; continue it with: sparsetune search --resume {sweep.folder}"
+            if sweep.status == "stopped"
+            else ""
+        ),
+        f"{sweep.model} on {sweep.dataset}, objective {sweep.objective}",
+        f"trials: {_counts(sweep)}",
+        "front: "
+        + ("-" if sweep.front is None else f"{sweep.front} points")
+        + ("" if sweep.hypervolume is None else f", hypervolume {sweep.hypervolume:.4f}"),
+        f"started {_started(sweep)}"
+        + (f", resumed {sweep.resumed} times" if sweep.resumed else ""),
+        f"MLflow: {sweep.tracking_uri}"
+        + (f", parent run {sweep.parent_run_id}" if sweep.parent_run_id else ""),
+    ]
+    print("\n".join(lines))

@@ -17,7 +17,7 @@ Deviations from the paper, on purpose:
   survivors' std instead grows once the small weights are gone and wipes a layer by round 2.
 - Retraining starts at dense lr x `retrain_lr_factor` (paper: about 0.1), constant or decayed
   to 0 (`retrain_schedule: cosine`, what the LeNet recipes use from the full dense rate: it
-  measured lower error on MNIST, docs/methods.md). The LeNets here have no dropout, so the
+  measured lower error on MNIST, docs/reproduction.md). The LeNets here have no dropout, so the
   paper's dropout rescaling does not arise.
 """
 

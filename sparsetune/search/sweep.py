@@ -25,6 +25,7 @@ from sparsetune.config import TrainConfig, TrialConfig
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key
 from sparsetune.pruning import METHODS
+from sparsetune.search import private_api
 from sparsetune.search.choices import resolve_early_stop, resolve_sampler
 from sparsetune.search.hypervolume import describe_axes
 from sparsetune.search.interrupt import StopSignals, SweepAborted
@@ -209,6 +210,9 @@ def run_sweep(
         resumed=resume is not None,
         epochs=epochs,
     )
+    study = private_api.searcher_study(searcher)
+    if study is not None:  # what `sparsetune status` needs for the hypervolume mid-sweep
+        study.set_user_attr("num_classes", num_classes)
     plan = TunerPlan(
         trainable=_trainable(sweep, template, trial_gpus),
         searcher=searcher,

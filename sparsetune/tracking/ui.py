@@ -101,12 +101,14 @@ def resolve_store(out: Path | None, tracking_uri: str | None) -> str:
         return store
     sweeps = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "sweep.json").exists())
     stores = {p: s for p in sweeps if (s := _store_of(p)) is not None}
-    if len(stores) == 1:
+    if len(set(stores.values())) == 1:  # one sweep, or several recorded to one shared store
         return next(iter(stores.values()))
     if len(stores) > 1:
         names = ", ".join(p.name for p in stores)
         raise UiInputError(
-            f"{where}: holds {len(stores)} sweeps ({names}); pass --out with one of them"
+            f"{where}: holds {len(stores)} sweeps with {len(set(stores.values()))} MLflow stores "
+            f"({names}); pass --out with one of them (sweeps recorded to one store with "
+            "--tracking-uri or MLFLOW_TRACKING_URI open together)"
         )
     raise UiInputError(
         f"{where}: no MLflow store (mlflow.db) there; pass --out SWEEP_FOLDER (what "

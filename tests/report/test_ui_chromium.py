@@ -2,13 +2,20 @@
 headless Chromium rendering MLflow's React pages. Checks that the experiment, its runs and the
 Pareto plot artifact are reachable, and saves screenshots of the parent run page and of the plot
 in the artifact view to $SPARSETUNE_TEST_ARTIFACTS (default: test-artifacts/ at the repository
-root, git-ignored).
+root, git-ignored). With $SPARSETUNE_UI_SWEEP set to a finished sweep's folder, the same checks
+and screenshots run on that sweep instead of a small new one: scripts/docs-images shoots the
+README's picture of the UI this way, from a real sweep.
+
+Chromium reaches the UI under a name of its own (UI_HOST, mapped to 127.0.0.1 by Chromium and
+allowed by the server), as a colleague's browser would: under localhost MLflow 3 opens its
+assistant panel over a third of every page.
 
 Every process the test starts (the `sparsetune ui` command, the MLflow server under it, each
 Chromium) is stopped, also when an assertion fails."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -29,6 +36,8 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+UI_HOST = "mlflow-ui.sparsetune.test"
+CHILD_RUNS_LISTED = 10  # a run page lists this many child runs, then offers "Load more"
 
 
 def chromium() -> str:
@@ -83,9 +92,10 @@ def kill_tree(process: subprocess.Popen) -> None:
 class Browser:
     """One headless Chromium per page, in a process group of its own, killed whatever happens."""
 
-    def __init__(self, profile: Path):
+    def __init__(self, profile: Path, host: str):
         self.binary = chromium()
         self.profile = profile
+        self.host = host  # resolved to 127.0.0.1 by Chromium itself
 
     def run(self, url: str, *mode: str, budget_ms: int = 20000, size: str = "1600,1100") -> str:
         command = [
@@ -97,6 +107,7 @@ class Browser:
             "--no-first-run",
             f"--user-data-dir={self.profile}",
             f"--window-size={size}",
+            f"--host-resolver-rules=MAP {self.host} 127.0.0.1",
             # The UI is a single-page app: let its scripts and fetches run before reading.
             f"--virtual-time-budget={budget_ms}",
             *mode,
@@ -155,9 +166,22 @@ def get(url: str) -> tuple[bytes, str]:
         return response.read(), response.headers.get("Content-Type", "")
 
 
+def a_finished_sweep(tmp_path: Path) -> tuple[Path, str]:
+    """(folder, experiment): $SPARSETUNE_UI_SWEEP's sweep, or a small new one."""
+    given = os.environ.get("SPARSETUNE_UI_SWEEP")
+    if not given:
+        _, out = run_sweep_cli(tmp_path, SMALL_SPACE, 3, "ui-review")
+        return out, "ui-review"
+    from sparsetune.app.sweeps import sweep_status
+
+    status = sweep_status(Path(given))
+    assert status.status == "finished", f"SPARSETUNE_UI_SWEEP={given} is {status.status}"
+    return status.folder, status.experiment
+
+
 def test_a_finished_sweep_in_the_real_mlflow_ui_and_chromium(tmp_path):
-    _, out = run_sweep_cli(tmp_path, SMALL_SPACE, 3, "ui-review")
-    client, (parent,), children = sweep_runs(out, "ui-review")
+    out, experiment = a_finished_sweep(tmp_path)
+    client, (parent,), children = sweep_runs(out, experiment)
     experiment_id = parent.info.experiment_id
     run_id = parent.info.run_id
     front = [c for c in children if c.data.tags.get("pareto") == "true"]
@@ -172,7 +196,12 @@ def test_a_finished_sweep_in_the_real_mlflow_ui_and_chromium(tmp_path):
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "SPARSETUNE_OFFLINE": "1"},
+            env={
+                **os.environ,
+                "SPARSETUNE_OFFLINE": "1",
+                "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{port},{UI_HOST}:{port}",
+                "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": f"http://{UI_HOST}:{port}",
+            },
             start_new_session=True,
         )
     lines: queue.Queue[str] = queue.Queue()
@@ -184,38 +213,43 @@ def test_a_finished_sweep_in_the_real_mlflow_ui_and_chromium(tmp_path):
             pytest.fail(f"`sparsetune ui` printed no URL; stderr: {errors.read_text()[-2000:]}")
         base = f"http://127.0.0.1:{port}"
 
-        def page_url(route: str = "") -> str:
+        def page_url(route: str = "", host: str = "127.0.0.1") -> str:
             """A page of the experiment, in the UI's training view (not its GenAI view)."""
-            return f"{base}/#/experiments/{experiment_id}{route}?workflowType=machine_learning"
+            return (
+                f"http://{host}:{port}/#/experiments/{experiment_id}{route}"
+                "?workflowType=machine_learning"
+            )
 
-        assert printed.strip() == f"MLflow UI: {page_url()} (experiment 'ui-review')"
+        assert printed.strip() == f"MLflow UI: {page_url()} (experiment '{experiment}')"
 
-        browser = Browser(tmp_path / "chromium-profile")
+        browser = Browser(tmp_path / "chromium-profile", UI_HOST)
+        browse = functools.partial(page_url, host=UI_HOST)
         # The experiment page lists the sweep's parent run (its children fold under it).
-        text = text_of(browser.dom_showing(page_url(), parent.info.run_name, "matching runs"))
-        assert "ui-review" in text and parent.info.run_name in text, text[:3000]
+        text = text_of(browser.dom_showing(browse(), parent.info.run_name, "matching runs"))
+        assert experiment in text and parent.info.run_name in text, text[:3000]
         assert "matching runs" in text, text[:3000]
-        # The parent run page: its child runs, the hypervolume, the tags.
-        words = [child.info.run_name for child in children] + ["hypervolume", "Pareto front"]
-        dom = browser.dom_showing(page_url(f"/runs/{run_id}"), *words)
+        # The parent run page: its child runs (ten, then "Load more"), the hypervolume, the tags.
+        names = [child.info.run_name for child in children]
+        listed = min(len(names), CHILD_RUNS_LISTED)
+        words = (names if len(names) == listed else ["Load more"]) + ["hypervolume", "Pareto front"]
+        dom = browser.dom_showing(browse(f"/runs/{run_id}"), *words)
         text = text_of(dom)
-        for child in children:
-            assert child.info.run_name in text, text[:3000]
+        assert sum(name in text for name in names) >= listed, text[:3000]
         assert "hypervolume" in text and "pareto_run_ids" in text, text[:3000]
         # Its description: the front in a line and the Pareto plot, from the artifact route.
-        assert "Pareto front of ui-review" in text, text[:3000]
+        assert f"Pareto front of {experiment}" in text, text[:3000]
         assert f"get-artifact?path=review%2Fpareto.png&amp;run_uuid={run_id}" in dom
         # Its charts: the hypervolume curve among them.
         text = text_of(
             browser.dom_showing(
-                page_url(f"/runs/{run_id}/model-metrics"), "hypervolume", "front_size"
+                browse(f"/runs/{run_id}/model-metrics"), "hypervolume", "front_size"
             )
         )
         assert "hypervolume" in text and "front_size" in text, text[:3000]
         # A front member's page shows its architecture and pareto tag without opening files.
         architecture = front[0].data.tags["architecture"]
         text = text_of(
-            browser.dom_showing(page_url(f"/runs/{front[0].info.run_id}"), architecture, "pareto")
+            browser.dom_showing(browse(f"/runs/{front[0].info.run_id}"), architecture, "pareto")
         )
         assert front[0].data.tags["architecture"] in text and "pareto" in text, text[:3000]
 
@@ -243,7 +277,7 @@ def test_a_finished_sweep_in_the_real_mlflow_ui_and_chromium(tmp_path):
                 "1600,1100",
             ),
         ):
-            assert_not_blank(browser.screenshot(page_url(route), saved / name, size))
+            assert_not_blank(browser.screenshot(browse(route), saved / name, size))
         shutil.copy(out / "pareto.png", saved / "ui-sweep-pareto.png")
 
         # Ctrl-C stops the UI and the server under it.

@@ -44,8 +44,20 @@ def test_the_runs_folder_with_one_sweep_serves_it_and_with_two_asks(tmp_path, mo
     first = _sweep(tmp_path / "sparsetune-runs" / "first")
     assert resolve_store(None, None) == default_tracking_uri(first)
     _sweep(tmp_path / "sparsetune-runs" / "second")
-    with pytest.raises(UiInputError, match=r"holds 2 sweeps \(first, second\)"):
+    with pytest.raises(
+        UiInputError, match=r"holds 2 sweeps with 2 MLflow stores \(first, second\)"
+    ):
         resolve_store(None, None)
+
+
+def test_a_folder_of_sweeps_sharing_one_store_serves_it(tmp_path):
+    """Sweeps recorded to one store (--tracking-uri, MLFLOW_TRACKING_URI) open together."""
+    shared = tmp_path / "shared.db"
+    shared.touch()
+    uri = f"sqlite:///{shared}"
+    for name in ("monday", "tuesday"):
+        _sweep(tmp_path / "runs" / name, tracking_uri=uri, db=False)
+    assert resolve_store(tmp_path / "runs", None) == uri
 
 
 @pytest.mark.parametrize(
