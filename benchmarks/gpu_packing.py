@@ -111,6 +111,7 @@ def main() -> None:
         help="GPUs per trial, one sweep each; the first is the baseline (default 1,0.25)",
     )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--model", default="lenet5", help="the trials' model (default lenet5)")
     add_data_arguments(parser)
     args = parser.parse_args()
     if args.trials < 2:

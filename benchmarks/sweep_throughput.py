@@ -1,25 +1,29 @@
-"""How many trials an hour a sweep runs on this machine, and what the shared dense stage saves.
+"""Where a sweep's time goes: the share of its wall time spent training and evaluating, and the
+overhead a trial pays around that (start-up, data, MLflow, the hand-off to Ray, teardown).
 
-- trials per hour with 1 and with 2 trials at a time, and their ratio (`concurrency_speedup`):
-  two real sweeps (`run_sweep`: Ray Tune, Optuna, MLflow, as `sparsetune search` runs them) over
-  the same small fixed space, in one process on one Ray started once, the dense stage already in
-  the cache. Each arm uses every core: one trial with all of them (`--cpus-per-trial` = cores,
-  so torch trains with that many threads), or two trials with half each.
-- the dense cache (`dense_cache_speedup`): one trial's configuration run in this process (no Ray)
-  with an empty cache, so that it trains its dense stage first, as a sweep without the shared
-  stage would do for every trial, against the same trial with the dense stage in the cache. The
-  two alternate, `--repeats` times each; medians. `dense_seconds_saved_per_trial` is the
-  difference, and `sweep_seconds_saved` that difference times the trials of a sweep, less the one
-  dense training that the sweep does.
+For each trial length (`--epochs`, default 1 and 10 retraining epochs), one real sweep of
+`--trials` (16) LeNet-300-100 trials on a Fashion-MNIST `--subset`, `--concurrent` (2) at a time
+with one core each: `sparsetune search` run as a user runs it (a new process, local Ray, MLflow on
+SQLite), timed from its launch to its exit. The dense stage (one epoch) is trained once first,
+into the benchmark's cache, and not timed. Each trial is one-shot global magnitude pruning and
+one round of retraining, so every trial does the same work.
 
-Real Fashion-MNIST (a `--subset` of the training set; `--dataset mnist` for MNIST), LeNet-5, one
-dense epoch, then one-shot global magnitude pruning with one retraining epoch: every trial costs
-about the same. `gpu_packing.py` times the same sweep on a GPU.
+- `compute_share`: the trials' training and evaluation core-seconds (each child run's
+  `time_train_s` + `time_eval_s`, times its threads) over cores x wall time.
+- `overhead_per_trial_s`: (concurrent x wall - the trials' training and evaluation seconds) /
+  trials: what each trial costs a slot beyond its own compute, fixed costs shared out.
+- the breakdown in slot-seconds (rows add up to concurrent x wall), from the child runs'
+  `time_<phase>_s` (trial/clock.py) and their start and end times: start-up (launch to the first
+  trial's run), each phase inside the trials, the rest while trials run (Ray's hand-off, a
+  worker's start and imports), teardown (the last trial's end to exit).
 
-    .venv/bin/python benchmarks/sweep_throughput.py [--json] [--trials N] [--subset N]
-        [--repeats N] [--dataset NAME] [--data-dir DIR]
+Targets: `compute_share` >= 0.5 at 1 epoch and >= 0.85 at 10; `overhead_per_trial_s` <= 1.0.
+
+    .venv/bin/python benchmarks/sweep_throughput.py [--json] [--trials N] [--concurrent N]
+        [--epochs 1,10] [--subset N] [--dataset NAME] [--data-dir DIR]
 
 With --json, stdout carries exactly one JSON object; everything else goes to stderr.
+`gpu_packing.py` imports this script's helpers to time sweeps on a GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +46,12 @@ methods:
     criterion: global
     sparsity: {low: 0.5, high: 0.95}
     rounds: 1
-    retrain_epochs: 1
+    retrain_epochs: RETRAIN_EPOCHS
 """
-MODEL = "lenet5"
+MODEL = "lenet300"
 SEED = 0
+TARGETS = {"compute_share": {1: 0.5, 10: 0.85}, "overhead_per_trial_s": 1.0}
+PHASES = ("data", "dense", "tracking", "report", "ticket", "train", "eval")
 
 
 def log(message: str) -> None:
@@ -63,7 +69,7 @@ def sweep_config(args, scratch: Path, name: str, concurrent: int, **overrides):
     from sparsetune.search.options import SweepConfig
 
     fields = {
-        "model": MODEL,
+        "model": getattr(args, "model", MODEL),
         "dataset": args.dataset,
         "data_dir": args.data_dir or DEFAULT_DATA_DIR,
         "subset": args.subset or None,
@@ -89,12 +95,13 @@ def prepare(args, scratch: Path, console, device: str = "cpu"):
     from sparsetune.search.space import load_space
     from sparsetune.search.sweep import prepare_dense
 
-    (scratch / "space.yaml").write_text(SPACE)
+    (scratch / "space.yaml").write_text(space_text(1))
     base = sweep_config(args, scratch, "warm-up", 1, device=device)
     space = load_space(base.space)
     splits = load_splits(base.data_config())
     log(
-        f"torch {torch.__version__}, {available_cores()} cores; {MODEL} on {len(splits.train)} "
+        f"torch {torch.__version__}, {available_cores()} cores; {getattr(args, 'model', MODEL)} on "
+        f"{len(splits.train)} "
         f"{args.dataset} training examples, {args.trials} trials per sweep"
     )
     torch.set_num_threads(available_cores())
@@ -120,73 +127,122 @@ def timed_sweep(sweep, space, dense, splits, console) -> dict:
     }
 
 
+def space_text(epochs: int) -> str:
+    return SPACE.replace("RETRAIN_EPOCHS", str(epochs))
+
+
+def timed_cli_sweep(args, scratch: Path, epochs: int, cache: Path) -> dict:
+    """`sparsetune search` in a new process over the fixed space with `epochs` of retraining,
+    timed from launch to exit; then what its MLflow store says about where the time went."""
+    space = scratch / f"space-{epochs}.yaml"
+    space.write_text(space_text(epochs))
+    out = scratch / f"sweep-{epochs}"
+    command = [
+        sys.executable, "-m", "sparsetune.cli", "search",
+        "--model", MODEL, "--dataset", args.dataset, "--subset", str(args.subset),
+        "--trials", str(args.trials), "--max-concurrent", str(args.concurrent),
+        "--cpus-per-trial", "1", "--space", str(space), "--out", str(out),
+        "--cache-dir", str(cache), "--seed", str(SEED), "--device", "cpu",
+        "--experiment", f"throughput-{epochs}", "--json",
+    ]  # fmt: skip
+    if args.data_dir:
+        command += ["--data-dir", str(args.data_dir)]
+    env = {**os.environ, "SPARSETUNE_OFFLINE": "1"}
+    launched = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
+    exited = time.time()
+    if done.returncode != 0:
+        raise SystemExit(f"the {epochs}-epoch sweep failed: {done.stderr[-2000:]}")
+    return breakdown(out, f"throughput-{epochs}", launched, exited, args)
+
+
+def breakdown(out: Path, experiment: str, launched: float, exited: float, args) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    wall = exited - launched
+    first = min(r.info.start_time for r in trials) / 1000
+    last = max(r.info.end_time for r in trials) / 1000
+    phases = {
+        name: sum(r.data.metrics.get(f"time_{name}_s", 0.0) for r in trials) for name in PHASES
+    }
+    threads = [int(r.data.tags.get("torch_threads", "1")) for r in trials]
+    compute = phases["train"] + phases["eval"]
+    compute_core_s = sum(
+        (r.data.metrics.get("time_train_s", 0.0) + r.data.metrics.get("time_eval_s", 0.0)) * t
+        for r, t in zip(trials, threads, strict=True)
+    )
+    slots = args.concurrent
+    cores = available_cores()
+    # Slot-seconds (a slot: one trial at a time), so that the rows add up to concurrent x wall.
+    table = {
+        "start-up (launch to the first trial)": slots * (first - launched),
+        **{f"trials: {name}": seconds for name, seconds in phases.items()},
+        "between and around the trials (Ray's hand-off, worker start)": slots * (last - first)
+        - sum(phases.values()),
+        "teardown (the last trial's end to exit)": slots * (exited - last),
+    }
+    return {
+        "wall_s": wall,
+        "trials": len(trials),
+        "workers": len({r.data.tags.get("worker") for r in trials}),
+        "compute_share": compute_core_s / (cores * wall),
+        "overhead_per_trial_s": (slots * wall - compute) / len(trials),
+        "compute_s": compute,
+        "breakdown_s": table,
+    }
+
+
 def run(args: argparse.Namespace, scratch: Path) -> dict:
     import ray
     import torch
     from rich.console import Console
 
-    from sparsetune.config import TrialConfig
-    from sparsetune.search.sweep import dense_recipe
-    from sparsetune.trial import run_trial
-
-    cores = available_cores()
     console = Console(stderr=True, width=160)
-    base, space, splits, dense = prepare(args, scratch, console)
-    cache = base.cache_dir
+    (scratch / "space.yaml").write_text(space_text(1))
+    base = sweep_config(args, scratch, "warm-up", 1)
+    from sparsetune.data import load_splits
+    from sparsetune.search.space import load_space
+    from sparsetune.search.sweep import prepare_dense
 
-    # One Ray for both sweeps (run_sweep joins a Ray that is already up): its start-up is paid
-    # once, outside the timings.
-    ray.init(
-        num_cpus=cores,
-        num_gpus=0,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
+    splits = load_splits(base.data_config())
+    log(
+        f"torch {torch.__version__}, ray {ray.__version__}, {available_cores()} cores; {MODEL} "
+        f"on {len(splits.train)} {args.dataset} training examples, {args.trials} trials, "
+        f"{args.concurrent} at a time"
     )
-    sweeps: dict[int, dict] = {}
-    try:
-        for concurrent in (1, 2):
-            sweep = sweep_config(args, scratch, f"concurrent-{concurrent}", concurrent)
-            log(f"sweep: {concurrent} at a time, {sweep.cpus_per_trial:g} CPUs a trial")
-            sweeps[concurrent] = timed_sweep(sweep, space, dense, splits, console)
-    finally:
-        ray.shutdown()
-
-    # The dense cache: one trial, in this process, with and without its dense stage cached.
-    config = TrialConfig(
-        model=MODEL,
-        data=base.data_config(),
-        train=dense_recipe(base, space),
-        method="magnitude",
-        params={"criterion": "global", "sparsity": 0.8, "rounds": 1, "retrain_epochs": 1},
-        seed=SEED,
-        device="cpu",
-    )
-    cold, warm = [], []
-    for repeat in range(args.repeats):
-        for kind in ("cold", "warm") if repeat % 2 == 0 else ("warm", "cold"):
-            cache_dir = cache if kind == "warm" else scratch / f"cold-cache-{repeat}"
-            start = time.perf_counter()
-            run_trial(config, cache_dir=cache_dir)
-            seconds = time.perf_counter() - start
-            (cold if kind == "cold" else warm).append(seconds)
-            log(f"  trial with {kind} dense cache: {seconds:.1f} s")
-    cold_s, warm_s = statistics.median(cold), statistics.median(warm)
-    saved = cold_s - warm_s
-    one, two = sweeps[1], sweeps[2]
+    prepare_dense(base, load_space(base.space), splits, console)  # cached, not timed
+    arms = {}
+    for epochs in args.epochs:
+        log(f"sweep: {args.trials} trials of {epochs} retraining epoch(s)")
+        arms[str(epochs)] = arm = timed_cli_sweep(args, scratch, epochs, base.cache_dir)
+        log(
+            f"  {arm['wall_s']:.1f} s wall, compute_share {arm['compute_share']:.3f}, "
+            f"overhead_per_trial_s {arm['overhead_per_trial_s']:.2f}"
+        )
+    missed = [
+        f"compute_share {arm['compute_share']:.3f} < {TARGETS['compute_share'][int(e)]} at {e}"
+        for e, arm in arms.items()
+        if int(e) in TARGETS["compute_share"]
+        and arm["compute_share"] < TARGETS["compute_share"][int(e)]
+    ] + [
+        f"overhead_per_trial_s {arm['overhead_per_trial_s']:.2f} > 1.0 at {e}"
+        for e, arm in arms.items()
+        if arm["overhead_per_trial_s"] > TARGETS["overhead_per_trial_s"]
+    ]
+    for line in missed:
+        log(f"MISSED: {line}")
+    first = arms[str(args.epochs[0])]
     return {
-        "trials_per_hour_1": one["trials_per_hour"],
-        "trials_per_hour_2": two["trials_per_hour"],
-        "concurrency_speedup": two["trials_per_hour"] / one["trials_per_hour"],
-        "dense_cache_speedup": cold_s / warm_s,
-        "trial_seconds_cold_cache": cold_s,
-        "trial_seconds_warm_cache": warm_s,
-        "dense_seconds_saved_per_trial": saved,
-        "sweep_seconds_saved": saved * (args.trials - 1),
-        "sweeps": {str(k): v for k, v in sweeps.items()},
-        "trial_seconds": {"cold": cold, "warm": warm},
-        "cores": cores,
+        "compute_share": first["compute_share"],
+        "overhead_per_trial_s": first["overhead_per_trial_s"],
+        "arms": arms,
+        "cores": available_cores(),
         "trials": args.trials,
+        "concurrent": args.concurrent,
         "train_examples": len(splits.train),
         "model": MODEL,
         "torch": torch.__version__,
@@ -195,21 +251,23 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
 
 
 def report(result: dict) -> str:
-    one, two = result["sweeps"]["1"], result["sweeps"]["2"]
-    return "\n".join(
-        [
-            f"1 trial at a time:  {one['trials_done']} trials in {one['seconds']:.1f} s = "
-            f"{result['trials_per_hour_1']:.0f} trials/hour ({one['cpus_per_trial']:g} CPUs each)",
-            f"2 trials at a time: {two['trials_done']} trials in {two['seconds']:.1f} s = "
-            f"{result['trials_per_hour_2']:.0f} trials/hour ({two['cpus_per_trial']:g} CPUs each)",
-            f"concurrency_speedup   {result['concurrency_speedup']:.2f}x",
-            f"trial, dense stage trained first: {result['trial_seconds_cold_cache']:.1f} s; "
-            f"dense stage from the cache: {result['trial_seconds_warm_cache']:.1f} s",
-            f"dense_cache_speedup   {result['dense_cache_speedup']:.2f}x per trial, "
-            f"{result['dense_seconds_saved_per_trial']:.1f} s saved a trial, "
-            f"{result['sweep_seconds_saved']:.0f} s over a {result['trials']}-trial sweep",
-        ]
-    )
+    arms = result["arms"]
+    names = list(arms)
+    lines = [
+        f"{result['trials']} trials of {result['model']}, {result['concurrent']} at a time, "
+        f"{result['cores']} cores, {result['train_examples']} training examples",
+        "| slot-seconds, whole sweep | " + " | ".join(f"{n} epoch(s)" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+
+    def row(key: str, values: list[str]) -> str:
+        return f"| {key} | " + " | ".join(values) + " |"
+
+    for key in arms[names[0]]["breakdown_s"]:
+        lines.append(row(key, [f"{arms[n]['breakdown_s'][key]:.1f}" for n in names]))
+    for key in ("wall_s", "compute_share", "overhead_per_trial_s", "workers"):
+        lines.append(row(key, [f"{arms[n][key]:.3g}" for n in names]))
+    return "\n".join(lines)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,16 +283,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--trials", type=int, default=6, help="trials per sweep (default 6)")
-    add_data_arguments(parser)
+    parser.add_argument("--trials", type=int, default=16, help="trials per sweep (default 16)")
+    parser.add_argument("--concurrent", type=int, default=2, help="trials at a time (default 2)")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="cold/warm cache trial pairs (default 3)"
+        "--epochs",
+        type=lambda text: [int(e) for e in text.split(",")],
+        default=[1, 10],
+        help="retraining epochs of each sweep's trials, comma-separated (default 1,10)",
     )
+    add_data_arguments(parser)
     args = parser.parse_args()
     if args.trials < 2:
         parser.error(f"--trials must be at least 2 (got {args.trials})")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1 (got {args.repeats})")
     run_and_print(args, run, report, "sweep-throughput-")
 
 

@@ -3,6 +3,6 @@ not on PATH (a notebook's kernel, `uv run`, a cluster image)."""
 
 import sys
 
-from sparsetune.cli import main
+from sparsetune.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -62,7 +62,7 @@ ROUND_METRICS: tuple[str, ...] = tuple(field.name for field in fields(RoundMetri
 
 # What identifies the trial a round belongs to, next to its metrics in every row.
 TRIAL_KEYS = ("trial_id", "method", "params", "key_params", "config_hash", "run_id")
-# The numbers a trial's curves (MLflow's round_curves.png, the resume bookkeeping) are drawn from.
+# The numbers a trial's curves (prune's round_curves.png, the resume bookkeeping) are drawn from.
 CURVE_KEYS = ("round", "val_acc", "test_acc", "compression", "flops_ratio")
 # Numbers MLflow's model registry copies from a ticket's header onto a registered version.
 REGISTERED_METRICS = ("val_acc", "test_acc", "compression", "flops_ratio")

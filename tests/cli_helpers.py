@@ -125,3 +125,12 @@ def assert_one_error_line(result, words) -> None:
     for word in words:
         assert word in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def run_enqueued_sweep(
+    tmp_path: Path, space: str, points: str, trials: int, experiment: str, *extra: str
+):
+    """`run_sweep_cli` one trial at a time, the YAML `points` enqueued first."""
+    (tmp_path / "points.yaml").write_text(points)
+    enqueue = ("--max-concurrent", "1", "--enqueue", str(tmp_path / "points.yaml"))
+    return run_sweep_cli(tmp_path, space, trials, experiment, *extra, *enqueue)

@@ -296,7 +296,7 @@ def run_pruning(
 
         store = MlflowStore.open(tracking_uri, experiment, out / "mlartifacts")
         name = f"{config.method}-{config.model}-{config_hash[:8]}"
-        recorder = TrialRun.start(store, name, config, config_hash, out)
+        recorder = TrialRun.start(store, name, config, config_hash, out, curves=True)
 
     def record(result: RoundResult) -> None:
         if recorder is not None:

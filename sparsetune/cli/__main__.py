@@ -2,6 +2,6 @@
 
 import sys
 
-from sparsetune.cli import main
+from sparsetune.cli import run
 
-sys.exit(main())
+sys.exit(run())

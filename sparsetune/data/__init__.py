@@ -40,10 +40,21 @@ def load_splits(config: DataConfig) -> Splits:
         _cached_splits.move_to_end(config)
         return _cached_splits[config]
     splits = _split(config)
+    adopt_splits(config, splits)
+    return splits
+
+
+def has_splits(config: DataConfig) -> bool:
+    return config in _cached_splits
+
+
+def adopt_splits(config: DataConfig, splits: Splits) -> None:
+    """Make `splits` what `load_splits(config)` returns in this process (a sweep's workers get
+    them from the driver: `data/shared.py`)."""
     _cached_splits[config] = splits
+    _cached_splits.move_to_end(config)
     while len(_cached_splits) > _MAX_CACHED_SPLITS:
         _cached_splits.popitem(last=False)
-    return splits
 
 
 def _split(config: DataConfig) -> Splits:

@@ -79,6 +79,8 @@ class _Source:
     install_hint: str = ""
 
 
+NUM_CLASSES = 10  # of MNIST and Fashion-MNIST alike
+
 _MNIST = _Source("mnist", "MNIST", mean=0.1307, std=0.3081)
 _FASHION_MNIST = _Source(
     "fashion-mnist",
@@ -90,13 +92,14 @@ _FASHION_MNIST = _Source(
 
 
 def _load(config: DataConfig, source: _Source) -> RawData:
-    from torchvision import datasets
-
-    dataset_class: type[MNIST] = getattr(datasets, source.torchvision_class)
     raw = Path(config.data_dir) / source.torchvision_class / "raw"
     if not _has_idx_files(raw):
+        # torchvision only to fetch: importing it costs a sweep's start about 3 s on 2 cores.
+        from torchvision import datasets
+
+        dataset_class: type[MNIST] = getattr(datasets, source.torchvision_class)
         _fetch(source, dataset_class, raw)
-    num_classes = len(dataset_class.classes)
+    num_classes = NUM_CLASSES  # both datasets: 10 (torchvision's `classes`)
     return RawData(
         train=_read_part(source, raw, "train", num_classes),
         test=_read_part(source, raw, "t10k", num_classes),
@@ -120,10 +123,9 @@ _UINT8 = 0x08  # the idx type code of unsigned bytes, the only one these dataset
 
 
 def _read_part(source: _Source, raw: Path, prefix: str, num_classes: int) -> TensorSet:
-    """The part `prefix` ("train", "t10k"): images and labels checked, read with torchvision's
-    idx reader, then normalised (uint8 N x 28 x 28 -> float32 N x 1 x 28 x 28, (x - mean) / std)."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
+    """The part `prefix` ("train", "t10k"): images and labels checked and read (idx files, as
+    torchvision's reader reads them), then normalised (uint8 N x 28 x 28 -> float32 N x 1 x 28 x
+    28, (x - mean) / std)."""
     images_path = raw / f"{prefix}-images-idx3-ubyte"
     labels_path = raw / f"{prefix}-labels-idx1-ubyte"
     image_dims = _checked_idx_dims(source, images_path, _IMAGES_RANK)
@@ -134,7 +136,7 @@ def _read_part(source: _Source, raw: Path, prefix: str, num_classes: int) -> Ten
             labels_path,
             f"holds {label_dims[0]} labels but {images_path.name} holds {image_dims[0]} images",
         )
-    labels = read_label_file(str(labels_path))
+    labels = _read_idx(labels_path, label_dims)
     out_of_range = (labels >= num_classes).nonzero()
     if len(out_of_range):
         index = int(out_of_range[0, 0])
@@ -144,9 +146,15 @@ def _read_part(source: _Source, raw: Path, prefix: str, num_classes: int) -> Ten
             f"holds label {int(labels[index])} at index {index}, outside 0..{num_classes - 1} "
             f"({source.name} has {num_classes} classes)",
         )
-    pixels = read_image_file(str(images_path))
+    pixels = _read_idx(images_path, image_dims)
     x = pixels.unsqueeze(1).to(torch.float32).div_(255).sub_(source.mean).div_(source.std)
     return TensorSet(x, labels.to(torch.int64))
+
+
+def _read_idx(path: Path, dims: tuple[int, ...]) -> torch.Tensor:
+    """The uint8 data of an idx file whose header `_checked_idx_dims` has checked."""
+    data = bytearray(path.read_bytes())  # writable: torch.frombuffer warns on bytes
+    return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * len(dims)).reshape(dims)
 
 
 def _checked_idx_dims(source: _Source, path: Path, rank: int) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ PLAIN_EVERY_SECONDS = 30.0
 
 def is_live(console: Console) -> bool:
     """A terminal a person watches: rich redraws a line there (not a dumb terminal or a file)."""
-    return console.is_terminal and not console.is_dumb_terminal
+    return console.is_terminal and not console.is_dumb_terminal and not console.quiet
 
 
 def progress_bar(console: Console) -> Progress:
@@ -49,6 +49,10 @@ def progress_bar(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        # Never swap the process's sys.stdout and sys.stderr: a sweep may run in a thread (a
+        # notebook's search_async) while the user's own cells print.
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
 
 

@@ -22,6 +22,8 @@ from ray.tune.stopper import Stopper
 from rich.console import Console
 
 from sparsetune.config import TrainConfig, TrialConfig
+from sparsetune.data import load_splits
+from sparsetune.data.shared import splits_payload
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key
 from sparsetune.pruning import METHODS
@@ -343,8 +345,11 @@ def _trainable(sweep: SweepConfig, template: TrialTemplate, trial_gpus: float | 
     gpus = trial_gpus if trial_gpus is not None else sweep.gpus_per_trial
     if gpus is None:  # one GPU each where the driver's device is one; none on a CPU driver
         gpus = 1.0 if resolve_device(sweep.device).type == "cuda" else 0.0
+    # The sweep's data, decoded once here, goes to Ray's object store with the template: each
+    # worker adopts it instead of decoding the dataset again (data/shared.py).
+    data = splits_payload(load_splits(template.data))
     return tune.with_resources(
-        tune.with_parameters(sparsetune_trial, template=template),
+        tune.with_parameters(sparsetune_trial, template=template, data=data),
         {"cpu": sweep.cpus_per_trial, "gpu": gpus},
     )
 

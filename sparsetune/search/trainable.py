@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from ray import tune
 
 from sparsetune.atomic import atomic_write_bytes
 from sparsetune.config import DataConfig, TrainConfig, TrialConfig
+from sparsetune.data.shared import adopt_payload
 from sparsetune.identity import trial_hash
 from sparsetune.pruning import METHODS
 from sparsetune.search.objects import Shipped, register_shipped, shipped_for
@@ -35,6 +38,7 @@ from sparsetune.search.space import params_from_flat
 from sparsetune.train.allocator import keep_freed_memory
 from sparsetune.train.dense_cache import CachedDense
 from sparsetune.trial import RoundResult, TrialContext, start_trial
+from sparsetune.trial.clock import PhaseClock
 
 
 @dataclass(frozen=True)
@@ -92,17 +96,25 @@ def quiet_ray_logs() -> None:
     logging.getLogger("ray").setLevel(logging.ERROR)
 
 
-def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
+def sparsetune_trial(
+    flat: dict[str, Any], template: TrialTemplate, data: dict[str, Any] | None = None
+) -> None:
+    """One trial in a Ray worker. `data`: the sweep's splits from the object store
+    (`data/shared.py`), or None where each worker loads its own (streamed data)."""
+    clock = PhaseClock()
     torch.set_num_threads(template.threads)
     keep_freed_memory()  # the worker process trains: reuse freed blocks
     quiet_ray_logs()
     register_shipped(template.objects)  # before the config names them
+    with clock.phase("data"):
+        adopt_payload(template.data, data)
     config, config_hash = trial_identity(flat, template)
     trial_id = tune.get_context().get_trial_id()
     workdir = template.sweep_dir / "trials" / trial_id
     _raise_recorded_failure(workdir)
     restored = _restored_round(tune.get_checkpoint())
-    run = _child_run(template, config, config_hash, trial_id, workdir)
+    with clock.phase("tracking"):
+        run = _child_run(template, config, config_hash, trial_id, workdir)
     plan = METHODS[config.method](config.method_config()).plan()
     if restored is not None and plan.finished_after(restored[0]):
         # Killed after its last report, before Ray saw it end: Ray's last result is that
@@ -114,14 +126,16 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
 
     def on_round(result: RoundResult) -> None:
         if run is not None:
-            run.record_round(result)
+            with clock.phase("tracking"):
+                run.record_round(result)
         metrics = result.metrics() | {
             "config_hash": config_hash,
             "run_id": run.run_id if run else "",
             "method": config.method,
         }
         assert context is not None  # on_round is only called from context.run()
-        _report_with_checkpoint(metrics, result.round, *context.round_state())
+        with clock.phase("report"):
+            _report_with_checkpoint(metrics, result.round, *context.round_state())
 
     def on_dense(dense: CachedDense) -> None:
         if run is not None:  # shows that trials share the cached dense stage
@@ -136,17 +150,18 @@ def sparsetune_trial(flat: dict[str, Any], template: TrialTemplate) -> None:
             workdir=workdir,
             on_round=on_round,
             on_dense=on_dense,
+            clock=clock,
         )
         if restored is not None and plan.continues_after(restored[0]):
             context.restore_round(restored[1], restored[2], restored[0])
         context.run()
         if run is not None:
-            run.finish()
+            run.finish(clock)
     except BaseException as error:
         if isinstance(error, Exception):
             _record_failure(workdir, error)
         if run is not None:
-            run.fail(error)
+            run.fail(error, clock)
         raise
 
 
@@ -230,5 +245,10 @@ def _child_run(
         workdir,
         parent=template.parent_run_id,
         # Read back in the worker: the thread count the trial really trains with (its CPU share).
-        tags={RAY_TRIAL_TAG: trial_id, "torch_threads": str(torch.get_num_threads())},
+        tags={
+            RAY_TRIAL_TAG: trial_id,
+            "torch_threads": str(torch.get_num_threads()),
+            # Which process ran it: a reused worker runs several trials.
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+        },
     )

@@ -1,8 +1,10 @@
 """One trial's MLflow run: its parameters, a metric point per round (MLflow charts them against
 the round), the latest architecture string as the `architecture` tag, as artifacts (under
-`ticket/`) each round's ticket, per-layer table and architecture string, and at the end
-`round_curves.png` (accuracy and compression against round). Used by the sweep's trainable (a
-child run of the sweep) and by `sparsetune prune` (a run of its own)."""
+`ticket/`) each round's ticket, per-layer table and architecture string, and at the end where
+asked (`sparsetune prune`) `round_curves.png` (accuracy and compression against round). Used by
+the sweep's trainable (a child run of the sweep: no picture, since drawing one cost a trial about
+a second of matplotlib, and MLflow charts the same per-round metrics on the run page) and by
+`sparsetune prune` (a run of its own)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from sparsetune.config import TrialConfig
 from sparsetune.results import CURVE_KEYS
 from sparsetune.tracking.mlflow_store import MlflowRun, MlflowStore
 from sparsetune.trial import RoundResult
+from sparsetune.trial.clock import PhaseClock
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +46,9 @@ def write_round_files(result: RoundResult, folder: Path) -> list[Path]:
 class TrialRun:
     """Records one trial in an MLflow run as its rounds arrive."""
 
-    def __init__(self, run: MlflowRun, workdir: Path, name: str = ""):
+    def __init__(self, run: MlflowRun, workdir: Path, name: str = "", curves: bool = False):
         self.run = run
+        self.curves = curves  # draw round_curves.png at the end
         self.name = name
         self.run_id = run.run_id
         self.workdir = workdir
@@ -60,6 +64,7 @@ class TrialRun:
         workdir: Path,
         parent: str | None = None,
         tags: dict[str, str] | None = None,
+        curves: bool = False,
     ) -> TrialRun:
         run = store.start_run(
             name,
@@ -67,7 +72,7 @@ class TrialRun:
             tags={"config_hash": config_hash, "method": config.method, **(tags or {})},
         )
         run.log_params({"method": config.method, **config.method_config().model_dump()})
-        return cls(run, workdir, name)
+        return cls(run, workdir, name, curves)
 
     @classmethod
     def resume(cls, run: MlflowRun, workdir: Path, name: str = "") -> TrialRun:
@@ -92,27 +97,29 @@ class TrialRun:
         if any(int(row["round"]) == result.round for row in self.rounds if "round" in row):
             return  # recorded before a restart; the restarted trial computed it again
         files = [result.ticket_path, *write_round_files(result, self.workdir)]
-        self.run.log_metrics(result.metrics(), step=result.round)
-        # A tag shows in the runs table and on the run page without opening an artifact.
-        self.run.set_tags({"architecture": result.architecture})
+        # One request: the round's metrics, and its architecture as a tag (a tag shows in the runs
+        # table and on the run page without opening an artifact).
+        self.run.log_metrics(
+            result.metrics(), step=result.round, tags={"architecture": result.architecture}
+        )
         self.run.log_files([f for f in files if f is not None], artifact_path="ticket")
         self.rounds.append({key: getattr(result, key) for key in CURVE_KEYS})
 
-    def finish(self) -> None:
+    def finish(self, clock: PhaseClock | None = None) -> None:
         initial = self.workdir / "init.safetensors"
         if initial.exists():
             self.run.log_files([initial], artifact_path="ticket")
         self._log_round_curves()
-        self.run.finish()
+        self.run.finish(metrics=_timings(clock))
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, clock: PhaseClock | None = None) -> None:
         self.run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
         self._log_round_curves()
-        self.run.finish(failed=True)
+        self.run.finish(failed=True, metrics=_timings(clock))
 
     def _log_round_curves(self) -> None:
         """A picture for the run page; never the reason a trial fails."""
-        if not self.rounds:
+        if not (self.curves and self.rounds):
             return
         try:
             from sparsetune.report.plots import round_curves_png
@@ -122,3 +129,8 @@ class TrialRun:
             self.run.log_files([path])
         except Exception as error:  # a plot or an upload: report it and go on
             logger.warning("round_curves.png not recorded: %s: %s", type(error).__name__, error)
+
+
+def _timings(clock: PhaseClock | None) -> dict[str, float]:
+    """Where the trial's time went (`time_<phase>_s`), recorded with its end."""
+    return {} if clock is None else clock.metrics()

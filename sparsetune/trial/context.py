@@ -23,6 +23,7 @@ from sparsetune.pruning.metrics import SparsityReport, layer_macs, sparsity_repo
 from sparsetune.results import RoundMetrics
 from sparsetune.train.dense_cache import CachedDense
 from sparsetune.train.loop import EpochDone, evaluate, fit
+from sparsetune.trial.clock import PhaseClock
 from sparsetune.trial.driver import run_plan
 from sparsetune.trial.tickets import write_ticket
 
@@ -61,8 +62,10 @@ class TrialContext:
         workdir: Path | None,
         on_round: Callable[[RoundResult], None],
         on_epoch: EpochCallback | None = None,
+        clock: PhaseClock | None = None,
     ):
         self.config = config
+        self.clock = clock or PhaseClock()
         self.seed = config.seed  # every random draw of the trial starts from it
         self.config_hash = trial_hash(config)  # once per trial: each ticket's header carries it
         self.model = model
@@ -93,14 +96,15 @@ class TrialContext:
             recipe = recipe.model_copy(update={"epochs": epochs})
         # A new seed per retraining phase: each phase sees its own batch order, reproducibly.
         self._retrain_count += 1
-        fit(
-            self.model,
-            self.splits.train,
-            recipe,
-            seed=self.seed + 1000 * self._retrain_count,
-            hooks=self.method,
-            on_epoch=in_phase(self._on_epoch, "training"),
-        )
+        with self.clock.phase("train"):
+            fit(
+                self.model,
+                self.splits.train,
+                recipe,
+                seed=self.seed + 1000 * self._retrain_count,
+                hooks=self.method,
+                on_epoch=in_phase(self._on_epoch, "training"),
+            )
         self.epochs_trained += recipe.epochs
 
     def round_state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
@@ -151,9 +155,10 @@ class TrialContext:
 
     def report(self, round_index: int) -> RoundResult:
         """Evaluate the model as it is, write its ticket (with a workdir) and tell `on_round`."""
-        val_acc, val_loss = evaluate(self.model, self.splits.val)
-        test_acc, _ = evaluate(self.model, self.splits.test)
-        report = sparsity_report(self.model, self._macs)
+        with self.clock.phase("eval"):
+            val_acc, val_loss = evaluate(self.model, self.splits.val)
+            test_acc, _ = evaluate(self.model, self.splits.test)
+            report = sparsity_report(self.model, self._macs)
         seconds = time.perf_counter() - self._started
         summary = {
             "round": round_index,
@@ -163,16 +168,18 @@ class TrialContext:
             "flops_ratio": report.flops_ratio,
             "architecture": report.architecture,
         }
-        ticket_path = None
+        ticket_path = footprint = None
         if self.workdir is not None:
-            ticket_path = write_ticket(
-                self.workdir,
-                round_index,
-                init=self.dense.checkpoint.init,
-                masks=self.masks,
-                model=self.model,
-                header=self._ticket_header() | summary,
-            )
+            with self.clock.phase("ticket"):
+                ticket_path = write_ticket(
+                    self.workdir,
+                    round_index,
+                    init=self.dense.checkpoint.init,
+                    masks=self.masks,
+                    model=self.model,
+                    header=self._ticket_header() | summary,
+                )
+                footprint = memory_footprint(ticket_path)
         result = RoundResult(
             round=round_index,
             val_acc=val_acc,
@@ -185,7 +192,7 @@ class TrialContext:
             architecture=report.architecture,
             seconds=seconds,
             epochs_trained=self.epochs_trained,
-            memory_footprint_bytes=None if ticket_path is None else memory_footprint(ticket_path),
+            memory_footprint_bytes=footprint,
             report=report,
             ticket_path=ticket_path,
         )

@@ -17,6 +17,7 @@ from sparsetune.pruning import METHODS
 from sparsetune.pruning.base import PruningMethod
 from sparsetune.pruning.masking import attach_masks, prunable_parameters
 from sparsetune.train.dense_cache import CachedDense, DenseCache
+from sparsetune.trial.clock import PhaseClock
 from sparsetune.trial.context import EpochCallback, RoundResult, TrialContext
 from sparsetune.trial.dense import train_dense
 
@@ -46,11 +47,14 @@ def start_trial(
     on_round: Callable[[RoundResult], None] = lambda result: None,
     on_dense: Callable[[CachedDense], None] = lambda dense: None,
     on_epoch: EpochCallback | None = None,
+    clock: PhaseClock | None = None,
 ) -> TrialContext:
     """Everything before the method's plan runs: data, the shared dense stage (trained only if
     no trial has), the model at its trained dense weights with masks attached, and the method."""
+    clock = clock or PhaseClock()
     device = resolve_device(config.device)
-    splits = load_splits(config.data).to(device)
+    with clock.phase("data"):
+        splits = load_splits(config.data).to(device)
     method = METHODS[config.method](config.method_config())
     # The trial's one model, built under its seed. Its per-layer knobs are checked before the
     # dense stage (a typo costs no training), and its weights are overwritten by the dense ones.
@@ -58,9 +62,10 @@ def start_trial(
     model = build_model(config.model, splits.input_shape, splits.num_classes)
     after_build = torch.get_rng_state()
     method.check_layers(prunable_parameters(model))
-    dense = DenseCache(cache_dir).get_or_train(
-        dense_key(config), lambda: train_dense(config, splits, device, on_epoch)
-    )
+    with clock.phase("dense"):
+        dense = DenseCache(cache_dir).get_or_train(
+            dense_key(config), lambda: train_dense(config, splits, device, on_epoch)
+        )
     on_dense(dense)
     # Whether the dense stage trained here (drawing from torch's generators) or came from the
     # cache, the method's own draws (L0's gate locations, its gate noise) continue from the
@@ -72,7 +77,9 @@ def start_trial(
     masks = attach_masks(model)
     method.bind_data(len(splits.train))
     method.attach(model, masks)
-    return TrialContext(config, model, masks, method, splits, dense, workdir, on_round, on_epoch)
+    return TrialContext(
+        config, model, masks, method, splits, dense, workdir, on_round, on_epoch, clock
+    )
 
 
 def run_trial(config: TrialConfig, **options) -> list[RoundResult]:

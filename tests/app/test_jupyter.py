@@ -26,6 +26,9 @@ PROMPT = 20
 SWEEP = 480
 
 
+AFTER_IDLE = 1.0  # seconds of quiet on IOPub after a cell's idle status
+
+
 class Kernel:
     """An ipykernel running this test's interpreter (a kernelspec of its own in `folder`, so no
     other installed `python3` kernel is picked), with a client that runs cells and collects
@@ -54,11 +57,17 @@ class Kernel:
         msg_id = self.client.execute(code)
         deadline = time.monotonic() + timeout
         outputs: list[tuple[str, str]] = []
+        idle = False
         while True:
             left = deadline - time.monotonic()
             try:
-                message = self.client.get_iopub_msg(timeout=max(left, 0.01))
+                # IOPub does not order a cell's stream messages before its idle status (the
+                # kernel's IO thread flushes on its own clock): after idle, take what comes
+                # within a short quiet spell too.
+                message = self.client.get_iopub_msg(timeout=AFTER_IDLE if idle else max(left, 0.01))
             except Empty:
+                if idle:
+                    break
                 pytest.fail(f"the cell took over {timeout} s: {code!r}; outputs {outputs}")
             if message["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -72,7 +81,7 @@ class Kernel:
             elif kind == "error":
                 outputs.append(("error", "\n".join(content["traceback"])))
             elif kind == "status" and content["execution_state"] == "idle":
-                break
+                idle = True
         errors = [text for kind, text in outputs if kind == "error"]
         assert not errors, f"the cell raised: {code!r}\n{errors[0][-3000:]}"
         return outputs
@@ -110,7 +119,8 @@ def test_search_async_leaves_the_kernel_free_and_search_runs_in_a_cell(tmp_path)
         while not (out / "trials").is_dir():
             assert time.monotonic() - started < SWEEP, "no trial started"
             time.sleep(0.5)
-        assert printed(kernel.run("print(task.done())", PROMPT)) == "False\n"
+        outputs = kernel.run("print(task.done())", PROMPT)
+        assert printed(outputs) == "False\n", outputs
 
         summary = printed(
             kernel.run(

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
+from trial_helpers import lenet300_trial
 
-from sparsetune.config import TrainConfig, TrialConfig
+from sparsetune.config import TrialConfig
 from sparsetune.pruning import METHODS
 from sparsetune.trial import run_trial
 
@@ -27,15 +28,7 @@ CASES = [
 
 
 def config(method: str, params: dict, data) -> TrialConfig:
-    return TrialConfig(
-        model="lenet300",
-        data=data,
-        train=TrainConfig(epochs=1),
-        method=method,
-        params=params,
-        seed=3,
-        device="cpu",
-    )
+    return lenet300_trial(method, params, data, seed=3)
 
 
 def masks(result) -> dict[str, torch.Tensor]:

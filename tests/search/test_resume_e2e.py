@@ -4,10 +4,12 @@ the Optuna study, under the parent run it started with."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -166,14 +168,24 @@ def _trial_workers(ray_temp: Path, trial_id: str = "") -> list[int]:
 
 
 def _unfinished_trial_with_a_checkpoint(out: Path) -> str | None:
-    """A trial that Ray holds a checkpoint of (it reported a round) and that has not finished (it
-    draws its round curves last): the one to kill mid-way."""
+    """A trial that Ray holds a checkpoint of (it reported a round) and that has not finished (its
+    MLflow run, ended last, is still running): the one to kill mid-way."""
     for folder in sorted((out / "ray").glob("*/sparsetune_trial_*")):
         trial_id = folder.name.split("_")[2]
-        finished = (out / "trials" / trial_id / "round_curves.png").exists()
-        if any(folder.glob("checkpoint_*")) and not finished:
+        if any(folder.glob("checkpoint_*")) and _run_status(out, trial_id) == "RUNNING":
             return trial_id
     return None
+
+
+def _run_status(out: Path, trial_id: str) -> str | None:
+    """The status of the trial's MLflow child run, read from the store without MLflow."""
+    with contextlib.closing(sqlite3.connect(f"file:{out / 'mlflow.db'}?mode=ro", uri=True)) as db:
+        row = db.execute(
+            "SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+            "WHERE tags.key = 'ray_trial_id' AND tags.value = ?",
+            (trial_id,),
+        ).fetchone()
+    return None if row is None else row[0]
 
 
 def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):

@@ -8,7 +8,13 @@ import time
 
 import optuna
 import pytest
-from cli_helpers import MAGNITUDE_GLOBAL_SPACE, run_sweep_cli, sweep_rows, sweep_runs
+from cli_helpers import (
+    MAGNITUDE_GLOBAL_SPACE,
+    run_enqueued_sweep,
+    run_sweep_cli,
+    sweep_rows,
+    sweep_runs,
+)
 from sweep_helpers import ray_trials
 
 pytestmark = pytest.mark.slow
@@ -31,20 +37,16 @@ def study(out):
 
 
 def test_max_acc_runs_enqueued_points_first_and_keeps_infeasible_trials_visible(tmp_path):
-    (tmp_path / "points.yaml").write_text(POINTS)
-    result, out = run_sweep_cli(
+    result, out = run_enqueued_sweep(
         tmp_path,
         MAGNITUDE_GLOBAL_SPACE,
+        POINTS,
         4,
         "max-acc",
         "--objective",
         "max-acc",
         "--min-compression",
         "3",
-        "--max-concurrent",
-        "1",
-        "--enqueue",
-        str(tmp_path / "points.yaml"),
     )
     assert "skipped 1: snip (not in this sweep)" in result.stderr
     assert "sampler tpe, early stop asha" in result.stderr

@@ -88,9 +88,15 @@ def test_a_failing_review_step_is_a_warning_not_an_error(tmp_path):
     assert "pareto tags not recorded: ConnectionError" in output
 
 
-def test_a_trial_run_logs_its_round_curves_and_never_fails_on_them(tmp_path, caplog):
+def test_a_trial_run_logs_its_round_curves_where_asked_and_never_fails_on_them(tmp_path, caplog):
+    # A sweep's trials draw none (a second of matplotlib each; MLflow charts the metrics).
+    quiet = TrialRun(FakeRun("child"), tmp_path / "sweep-trial", name="magnitude-abc")
+    quiet.rounds = [{"round": 1, "val_acc": 0.9, "test_acc": 0.9, "compression": 2.0}]
+    quiet._log_round_curves()
+    assert quiet.run.files == [] and not (tmp_path / "sweep-trial").exists()
+
     run = FakeRun("child")
-    trial = TrialRun(run, tmp_path / "trial", name="magnitude-abc")
+    trial = TrialRun(run, tmp_path / "trial", name="magnitude-abc", curves=True)
     trial.rounds = [
         {"round": r, "val_acc": 0.9, "test_acc": 0.9, "compression": 2.0**r, "flops_ratio": 0.5}
         for r in range(3)
@@ -99,7 +105,7 @@ def test_a_trial_run_logs_its_round_curves_and_never_fails_on_them(tmp_path, cap
     assert run.files == [("round_curves.png", None)]
     assert (tmp_path / "trial" / "round_curves.png").is_file()
 
-    broken = TrialRun(FakeRun("child", fail=True), tmp_path / "broken", name="x")
+    broken = TrialRun(FakeRun("child", fail=True), tmp_path / "broken", name="x", curves=True)
     broken.rounds = trial.rounds
     broken._log_round_curves()  # logs a warning, raises nothing
     assert "round_curves.png not recorded: ConnectionError" in caplog.text
