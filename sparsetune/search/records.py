@@ -58,6 +58,12 @@ class SweepRecords:
         if ended == "interrupted":
             self.parent.client.set_terminated(self.parent.run_id, "KILLED")
         else:
+            if ended == "finished":
+                # Trials that Ray stopped early (ASHA, the dominance rule, the budget) end their
+                # runs as they stopped, after their last reported round: not failed.
+                for run in self.store.running_children(self.parent.run_id):
+                    run.set_tags({"stopped_early": "true"})
+                    run.finish()
             self.parent.finish(failed=ended == "failed")
         status = "finished" if ended == "finished" else "running"
         self.state.with_(status=status).write(self.sweep_dir)

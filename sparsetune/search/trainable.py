@@ -160,7 +160,14 @@ def sparsetune_trial(
     except BaseException as error:
         if isinstance(error, Exception):
             _record_failure(workdir, error)
-        if run is not None:
+        if run is None:
+            raise
+        if isinstance(error, SystemExit) and not error.code:
+            # Ray stops a trial with sys.exit(0) at its next report: an early stop or the sweep's
+            # own stop, not a failure. The run stays RUNNING: a stopped sweep's resume continues
+            # it, and a finished sweep ends it (`SweepRecords.close`).
+            run.run.log_metrics(clock.metrics())
+        else:
             run.fail(error, clock)
         raise
 

@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sparsetune.atomic import atomic_file
 from sparsetune.config import DEFAULT_CACHE_DIR
 from sparsetune.tracking import is_server_uri, local_sqlite_path
 
@@ -176,6 +177,16 @@ class MlflowStore:
         )
         return {run.data.tags[tag]: run.info.run_id for run in runs if tag in run.data.tags}
 
+    def running_children(self, parent_run_id: str) -> list[MlflowRun]:
+        """The parent's child runs that are still RUNNING."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+            ),
+        )
+        return [MlflowRun(self.client, run.info.run_id) for run in runs]
+
     def find_child(self, parent_run_id: str, tag: str, value: str) -> MlflowRun | None:
         """The parent's child run whose `tag` is `value` (the oldest if several), or None: how a
         trial restarted by Ray (same trial id) finds the run it recorded into before."""
@@ -194,21 +205,19 @@ TEMPLATE_DIR = DEFAULT_CACHE_DIR / "mlflow-templates"
 
 
 def start_from_template(database: Path) -> None:
-    staging = database.with_name(f".{database.name}.{os.getpid()}.copying")
     try:
         template = _template()
-        shutil.copyfile(template, staging)
-        with contextlib.closing(sqlite3.connect(staging)) as db, db:
-            # The Default experiment as MLflow would have made it here and now.
-            now = int(time.time() * 1000)
-            db.execute(
-                "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
-                "last_update_time = ? WHERE experiment_id = 0",
-                (os.path.abspath(os.path.join("mlruns", "0")), now, now),
-            )
-        os.replace(staging, database)
+        with atomic_file(database) as staging:
+            shutil.copyfile(template, staging)
+            with contextlib.closing(sqlite3.connect(staging)) as db, db:
+                # The Default experiment as MLflow would have made it here and now.
+                now = int(time.time() * 1000)
+                db.execute(
+                    "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                    "last_update_time = ? WHERE experiment_id = 0",
+                    (os.path.abspath(os.path.join("mlruns", "0")), now, now),
+                )
     except (OSError, sqlite3.Error, MlflowException) as error:
-        staging.unlink(missing_ok=True)
         logger.debug("no MLflow store template (%s): MLflow migrates the new store", error)
 
 
@@ -223,9 +232,8 @@ def _template() -> Path:
     TEMPLATE_DIR.mkdir(parents=True, exist_ok=True)
     with FileLock(str(template) + ".lock"):
         if not template.is_file():
-            staging = template.with_name(f".{template.name}.{os.getpid()}.making")
-            staging.unlink(missing_ok=True)
-            store = SqlAlchemyStore(f"sqlite:///{staging}", str(TEMPLATE_DIR / "mlruns"))
-            store.engine.dispose()
-            os.replace(staging, template)
+            with atomic_file(template) as staging:
+                staging.unlink(missing_ok=True)
+                store = SqlAlchemyStore(f"sqlite:///{staging}", str(TEMPLATE_DIR / "mlruns"))
+                store.engine.dispose()
     return template

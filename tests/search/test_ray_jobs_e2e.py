@@ -57,6 +57,9 @@ def jobs_address():
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 
+AGENT_TRIES = 20  # submissions a few seconds apart while the head's job agent starts
+
+
 def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     listed = None
@@ -81,8 +84,14 @@ def _ray_job(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def _submit(address: str, *command: str) -> str:
     """`ray job submit -- sparsetune COMMAND`, waited for: the job's logs, once it succeeded."""
-    submitted = _ray_job("submit", "--address", address, "--", "sparsetune", *command)
-    logs = submitted.stdout + submitted.stderr
+    for _ in range(AGENT_TRIES):
+        submitted = _ray_job("submit", "--address", address, "--", "sparsetune", *command)
+        logs = submitted.stdout + submitted.stderr
+        # A head answers `ray job list` before its node's job agent has registered; Ray says
+        # to try again later, and a user would.
+        if "No available agent to submit job" not in logs:
+            break
+        time.sleep(3)
     assert submitted.returncode == 0, logs[-4000:]
     assert "succeeded" in logs.lower(), logs[-4000:]
     return logs

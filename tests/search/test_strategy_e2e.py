@@ -77,6 +77,9 @@ def test_max_acc_runs_enqueued_points_first_and_keeps_infeasible_trials_visible(
     assert report["front"] and all(p["compression"] >= 3 for p in report["front"])
     best = max(float(r["val_acc"]) for r in rows if r["feasible"] == "True")
     assert report["front"][0]["val_acc"] == pytest.approx(best)
+    # A trial ASHA stops early ends its run FINISHED (tagged stopped_early), never FAILED.
+    _, _, children = sweep_runs(out, "max-acc")
+    assert {child.info.status for child in children} == {"FINISHED"}
 
 
 def test_the_budget_ends_a_sweep_cleanly_and_the_hypervolume_is_a_history(tmp_path):
