@@ -159,6 +159,8 @@ def timed_cli_sweep(args, scratch: Path, epochs: int, cache: Path) -> dict:
 def breakdown(out: Path, experiment: str, launched: float, exited: float, args) -> dict:
     from mlflow.tracking import MlflowClient
 
+    from sparsetune.trial.clock import COMPUTE_PHASES
+
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id])
@@ -170,9 +172,9 @@ def breakdown(out: Path, experiment: str, launched: float, exited: float, args) 
         name: sum(r.data.metrics.get(f"time_{name}_s", 0.0) for r in trials) for name in PHASES
     }
     threads = [int(r.data.tags.get("torch_threads", "1")) for r in trials]
-    compute = phases["train"] + phases["eval"]
+    compute = sum(phases[name] for name in COMPUTE_PHASES)
     compute_core_s = sum(
-        (r.data.metrics.get("time_train_s", 0.0) + r.data.metrics.get("time_eval_s", 0.0)) * t
+        sum(r.data.metrics.get(f"time_{name}_s", 0.0) for name in COMPUTE_PHASES) * t
         for r, t in zip(trials, threads, strict=True)
     )
     slots = args.concurrent

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-COMPUTE_PHASES = ("train", "eval")
+COMPUTE_PHASES = ("train", "eval")  # what a trial computes; the rest is overhead
 
 
 class PhaseClock:
