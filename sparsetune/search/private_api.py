@@ -15,6 +15,9 @@ major version is refused at once, attributes or not, since their meaning may hav
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from functools import cache
 from importlib.metadata import version
 from typing import Any
@@ -148,3 +151,57 @@ def pickled_class_ids() -> list[str]:
     drawn = _get("ray", module, "_DYNAMIC_CLASS_TRACKER_BY_ID", owner)
     with lock:
         return [key for key in drawn if isinstance(key, str)]
+
+
+# -- Ray's local node -------------------------------------------------------------------------
+def stop_local_monitor() -> None:
+    """End the autoscaler monitor of the Ray this process started, before `ray.shutdown`.
+    Ray's shutdown stops the GCS first; the monitor's SIGTERM handler then waits on the dead GCS
+    until the shutdown kills it a second later (`Node.kill_all_processes`). A local node has
+    nothing to scale, so the monitor is killed at once and left out of Ray's list."""
+    check_version("ray")
+    from ray._private import ray_constants
+    from ray._private import worker as ray_worker
+
+    node = _get("ray", ray_worker, "_global_node", "ray._private.worker")
+    if node is None or not node.is_head():
+        return
+    processes = _get("ray", node, "all_processes", "ray._private.node.Node")
+    for info in processes.pop(ray_constants.PROCESS_TYPE_MONITOR, []):
+        info.process.kill()
+        info.process.wait()
+
+
+_WITHOUT_ENV = threading.Lock()
+_without_env_users = 0
+_tune_env_defaults: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def trial_actors_on_started_workers() -> Iterator[None]:
+    """While on, Ray Tune starts trial actors without a runtime env. Tune gives each trial actor
+    one of its own (`PL_DISABLE_FORK` for PyTorch Lightning, and AWS and Ray Train variables of
+    this process: `ray.tune.execution.class_cache`), so a trial never runs in the workers Ray
+    started ahead, one per CPU, and waits for a new one to start (a process, Ray's runtime env
+    agent). For a Ray this process started those workers inherit this process's environment
+    anyway, so the variables are there; Lightning's fork setting is not. Sweeps of one process
+    may overlap (`search_async`): Tune's defaults come back when the last one ends."""
+    global _without_env_users
+    from ray.tune.execution import class_cache
+
+    owner = "ray.tune.execution.class_cache"
+    with _WITHOUT_ENV:
+        if _without_env_users == 0:
+            for name in ("DEFAULT_ENV_VARS", "ENV_VARS_TO_PROPAGATE"):
+                _tune_env_defaults[name] = _get("ray", class_cache, name, owner)
+            class_cache.DEFAULT_ENV_VARS = {}
+            class_cache.ENV_VARS_TO_PROPAGATE = set()
+        _without_env_users += 1
+    try:
+        yield
+    finally:
+        with _WITHOUT_ENV:
+            _without_env_users -= 1
+            if _without_env_users == 0:
+                for name, value in _tune_env_defaults.items():
+                    setattr(class_cache, name, value)

@@ -10,13 +10,13 @@ before this module is called; nothing here is reached with a bad config.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import ray
 from ray import tune
 from ray.tune.stopper import Stopper
 from rich.console import Console
@@ -55,7 +55,14 @@ from sparsetune.search.stopping import (
     epochs_spent,
 )
 from sparsetune.search.trainable import TrialTemplate, sparsetune_trial
-from sparsetune.search.tuner import TunerEnd, TunerPlan, cluster_line, run_tuner, start_ray
+from sparsetune.search.tuner import (
+    TunerEnd,
+    TunerPlan,
+    cluster_line,
+    run_tuner,
+    start_ray,
+    stop_ray,
+)
 from sparsetune.train.dense_cache import CachedDense, DenseCache
 from sparsetune.train.loop import EpochDone
 from sparsetune.trial import resolve_device, train_dense
@@ -189,80 +196,93 @@ def run_sweep(
     and raises `SweepInterrupted`, the sweep left resumable."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     strategy = Strategy.resolve(sweep, space, dense, num_classes)
-    records = open_records(
-        sweep,
-        space,
-        resume,
-        console,
-        parent_params=_parent_params(sweep, space, dense, strategy),
-        parent_tags={"sparsetune.role": "sweep", "objective": strategy.objective.name},
-    )
-    console.print(strategy.describe(enqueued), highlight=False)
-    template = _trial_template(sweep, space, records)
-    key_params = {name: METHODS[name].key_params for name in space.method_names}
-    progress = SweepProgress(strategy.objective, sweep.trials, console, key_params, num_classes)
-    epochs = EpochBudget(sweep.budget_epochs, template, progress) if sweep.budget_epochs else None
-    searcher = _searcher(
-        sweep,
-        space,
-        strategy,
-        template,
-        records,
-        enqueued,
-        resumed=resume is not None,
-        epochs=epochs,
-    )
-    study = private_api.searcher_study(searcher)
-    if study is not None:  # what `sparsetune status` needs for the hypervolume mid-sweep
-        study.set_user_attr("num_classes", num_classes)
-    plan = TunerPlan(
-        trainable=_trainable(sweep, template, trial_gpus),
-        searcher=searcher,
-        scheduler=asha(strategy.objective) if strategy.early_stop == "asha" else None,
-        callbacks=[progress],
-        stoppers=_stoppers(strategy, num_classes, progress),
-        trials=sweep.trials,
-        max_concurrent=sweep.max_concurrent,
-        name=records.state.ray_name,
-        storage=sweep.ray_storage(records.sweep_dir),
-    )
     stop = stop or StopSignals(sweep.sweep_dir, "", active=False)
-    with stop.deferring():  # from here a first stop signal ends the Tuner, not the process
-        started_ray = start_ray(sweep)
+    # Ray first: its workers import what a trial needs while the records open (tuner.py)
+    started_ray = start_ray(sweep)
+    stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
+    try:
         if not started_ray or sweep.address:
             console.print(cluster_line(), highlight=False)
-        stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
-        tuner_end: TunerEnd | None = None
-        aborted = False
-        try:
-            tuner_end = run_tuner(
-                plan,
-                resume=resume is not None,
-                # killed before Ray saved anything: nothing runs the study's RUNNING trials now
-                fail_unsaved=lambda: searcher.fail_running_trials(
-                    "the sweep was killed before Ray saved it"
-                ),
-                stop=stop,
-            )
-        except SweepAborted:  # a second signal: out at once, as a SIGKILL would leave it
-            aborted = True
-            raise
-        finally:
-            if started_ray:
-                ray.shutdown()
-            if not aborted:
-                ended = _ENDS.get(tuner_end, "interrupted")  # None: run_tuner raised
-                outcome = _finish(
-                    sweep,
-                    records,
-                    progress,
-                    strategy,
-                    dense,
-                    ended,
-                    resumed=resume is not None,
-                    # a resumed sweep stopped before its Tuner restored the rows: keep the files
-                    write=tuner_end != "not started",
-                )
+        records = open_records(
+            sweep,
+            space,
+            resume,
+            console,
+            parent_params=_parent_params(sweep, space, dense, strategy),
+            parent_tags={"sparsetune.role": "sweep", "objective": strategy.objective.name},
+        )
+        console.print(strategy.describe(enqueued), highlight=False)
+        template = _trial_template(sweep, space, records)
+        key_params = {name: METHODS[name].key_params for name in space.method_names}
+        progress = SweepProgress(strategy.objective, sweep.trials, console, key_params, num_classes)
+        epochs = (
+            EpochBudget(sweep.budget_epochs, template, progress) if sweep.budget_epochs else None
+        )
+        searcher = _searcher(
+            sweep,
+            space,
+            strategy,
+            template,
+            records,
+            enqueued,
+            resumed=resume is not None,
+            epochs=epochs,
+        )
+        study = private_api.searcher_study(searcher)
+        if study is not None:  # what `sparsetune status` needs for the hypervolume mid-sweep
+            study.set_user_attr("num_classes", num_classes)
+        plan = TunerPlan(
+            trainable=_trainable(sweep, template, trial_gpus),
+            searcher=searcher,
+            scheduler=asha(strategy.objective) if strategy.early_stop == "asha" else None,
+            callbacks=[progress],
+            stoppers=_stoppers(strategy, num_classes, progress),
+            trials=sweep.trials,
+            max_concurrent=sweep.max_concurrent,
+            name=records.state.ray_name,
+            storage=sweep.ray_storage(records.sweep_dir),
+        )
+        with stop.deferring():  # from here a first stop signal ends the Tuner, not the process
+            tuner_end: TunerEnd | None = None
+            aborted = False
+            try:
+                with (
+                    private_api.trial_actors_on_started_workers()
+                    if started_ray and not sweep.address
+                    else contextlib.nullcontext()
+                ):
+                    tuner_end = run_tuner(
+                        plan,
+                        resume=resume is not None,
+                        # killed before Ray saved anything: nothing runs the RUNNING trials
+                        fail_unsaved=lambda: searcher.fail_running_trials(
+                            "the sweep was killed before Ray saved it"
+                        ),
+                        stop=stop,
+                    )
+            except SweepAborted:  # a second signal: out at once, as a SIGKILL would leave it
+                aborted = True
+                raise
+            finally:
+                if started_ray:
+                    stop_ray()
+                    started_ray = False
+                if not aborted:
+                    ended = _ENDS.get(tuner_end, "interrupted")  # None: run_tuner raised
+                    outcome = _finish(
+                        sweep,
+                        records,
+                        progress,
+                        strategy,
+                        dense,
+                        ended,
+                        resumed=resume is not None,
+                        # a resumed sweep stopped before its Tuner restored the rows: keep files
+                        write=tuner_end != "not started",
+                    )
+    finally:
+        if started_ray:  # the sweep failed before its Tuner ran
+            stop_ray()
     if ended == "interrupted":
         raise stop.stopped()
     return outcome

@@ -3,8 +3,11 @@ and run it to the end, or until a stop signal (`interrupt.py`) ends it with its 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -155,6 +158,17 @@ def cluster_line() -> str:
     )
 
 
+# What the driver imports next (the sweep's records): imported while `ray.init` waits on the
+# processes it starts, which leave a core mostly idle.
+DRIVER_MODULES = ("sparsetune.tracking.mlflow_store", "optuna.storages")
+
+
+def mlflow_store_module(tracking_uri: str | None) -> str:
+    """The MLflow store module a client of `tracking_uri` loads (the SQL one for a file)."""
+    remote = (tracking_uri or "").startswith(("http://", "https://", "databricks"))
+    return f"mlflow.store.tracking.{'rest_store' if remote else 'sqlalchemy_store'}"
+
+
 def start_ray(sweep: SweepConfig) -> bool:
     """Join `--address`, or start a local Ray sized to this machine. True if we started it."""
     if ray.is_initialized():
@@ -167,7 +181,33 @@ def start_ray(sweep: SweepConfig) -> bool:
     }
     if sweep.address:
         ray.init(address=sweep.address, **options)
-    else:
-        gpus = torch.cuda.device_count() if sweep.device != "cpu" else 0
+        return True
+    gpus = torch.cuda.device_count() if sweep.device != "cpu" else 0
+    with _importing(*DRIVER_MODULES, mlflow_store_module(sweep.tracking_uri)):
         ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, **options)
     return True
+
+
+def stop_ray() -> None:
+    """`ray.shutdown` of the local Ray this process started, without the second it waits on
+    the autoscaler monitor (`private_api.stop_local_monitor`)."""
+    private_api.stop_local_monitor()
+    ray.shutdown()
+
+
+@contextlib.contextmanager
+def _importing(*modules: str) -> Iterator[None]:
+    """Import `modules` in a thread while the block runs. A module that fails to import here
+    fails again, with its error, where it is used."""
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    loader = threading.Thread(target=load, name="sparsetune-imports", daemon=True)
+    loader.start()
+    try:
+        yield
+    finally:
+        loader.join()

@@ -1,0 +1,87 @@
+"""The local Ray a sweep starts: the trials run in the workers Ray started ahead of them (not in
+new ones, each with a runtime env of Tune's), and its shutdown does not wait on the autoscaler
+monitor. A real Ray and a real Tuner."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+import ray
+from ray import tune
+
+from sparsetune.search import private_api
+from sparsetune.search.options import SweepConfig
+from sparsetune.search.tuner import mlflow_store_module, start_ray, stop_ray
+
+pytestmark = pytest.mark.slow
+
+
+def ray_processes(kind: str) -> list[psutil.Process]:
+    """This process's Ray processes whose command line holds `kind`."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if kind in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_trials_run_in_the_workers_started_ahead(tmp_path):
+    sweep = SweepConfig(model="lenet300", max_concurrent=os.cpu_count(), device="cpu")
+
+    def probe(config: dict) -> None:
+        tune.report({"pid": os.getpid()})
+
+    assert start_ray(sweep)
+    try:
+        # Python workers, by their title once up ("ray::IDLE") or their script before that
+        started_ahead = {
+            process.pid
+            for kind in ("ray::IDLE", "default_worker.py")
+            for process in ray_processes(kind)
+            if process.name() != "raylet"  # whose command line names the worker's script
+        }
+        assert started_ahead, "Ray started no worker ahead of the trials"
+        with private_api.trial_actors_on_started_workers():
+            results = tune.Tuner(
+                probe,
+                tune_config=tune.TuneConfig(num_samples=2, max_concurrent_trials=1),
+                run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+            ).fit()
+        monitor = ray_processes("monitor.py")
+        assert monitor  # what stop_ray ends first
+    finally:
+        stop_ray()
+    assert not ray.is_initialized()
+    assert not any(process.is_running() for process in monitor)
+    rows = [result.metrics for result in results]
+    assert len(rows) == 2 and not results.errors
+    assert {row["pid"] for row in rows} <= started_ahead
+
+
+def test_tunes_own_trial_env_is_back_after_the_sweep():
+    from ray.tune.execution import class_cache
+
+    before = (dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE))
+    with private_api.trial_actors_on_started_workers():
+        with private_api.trial_actors_on_started_workers():  # two sweeps of one process
+            assert class_cache.DEFAULT_ENV_VARS == {}
+        assert class_cache.DEFAULT_ENV_VARS == {}  # the first sweep still runs
+    assert (class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE) == before
+    assert before[0]  # Tune's own: the patch had something to take away
+
+
+@pytest.mark.parametrize(
+    ("uri", "module"),
+    [
+        (None, "mlflow.store.tracking.sqlalchemy_store"),
+        ("sqlite:////tmp/x/mlflow.db", "mlflow.store.tracking.sqlalchemy_store"),
+        ("http://127.0.0.1:5000", "mlflow.store.tracking.rest_store"),
+    ],
+)
+def test_the_mlflow_store_the_driver_imports_early_is_the_one_its_client_loads(uri, module):
+    assert mlflow_store_module(uri) == module
