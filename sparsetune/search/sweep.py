@@ -197,10 +197,13 @@ def run_sweep(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     strategy = Strategy.resolve(sweep, space, dense, num_classes)
     stop = stop or StopSignals(sweep.sweep_dir, "", active=False)
-    # Ray first: its workers import what a trial needs while the records open (tuner.py)
+    # Ray before the records: the driver imports their libraries while ray.init waits
     started_ray = start_ray(sweep)
     stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
-    try:
+    ray_up = contextlib.ExitStack()  # closed once: after the Tuner, or on a failure before it
+    if started_ray:
+        ray_up.callback(stop_ray)
+    with ray_up:
         if not started_ray or sweep.address:
             console.print(cluster_line(), highlight=False)
         records = open_records(
@@ -246,27 +249,21 @@ def run_sweep(
             tuner_end: TunerEnd | None = None
             aborted = False
             try:
-                with (
-                    private_api.trial_actors_on_started_workers()
-                    if started_ray and not sweep.address
-                    else contextlib.nullcontext()
-                ):
-                    tuner_end = run_tuner(
-                        plan,
-                        resume=resume is not None,
-                        # killed before Ray saved anything: nothing runs the RUNNING trials
-                        fail_unsaved=lambda: searcher.fail_running_trials(
-                            "the sweep was killed before Ray saved it"
-                        ),
-                        stop=stop,
-                    )
+                tuner_end = run_tuner(
+                    plan,
+                    resume=resume is not None,
+                    # killed before Ray saved anything: nothing runs the study's RUNNING trials
+                    fail_unsaved=lambda: searcher.fail_running_trials(
+                        "the sweep was killed before Ray saved it"
+                    ),
+                    stop=stop,
+                    own_ray=started_ray and not sweep.address,
+                )
             except SweepAborted:  # a second signal: out at once, as a SIGKILL would leave it
                 aborted = True
                 raise
             finally:
-                if started_ray:
-                    stop_ray()
-                    started_ray = False
+                ray_up.close()
                 if not aborted:
                     ended = _ENDS.get(tuner_end, "interrupted")  # None: run_tuner raised
                     outcome = _finish(
@@ -280,9 +277,6 @@ def run_sweep(
                         # a resumed sweep stopped before its Tuner restored the rows: keep files
                         write=tuner_end != "not started",
                     )
-    finally:
-        if started_ray:  # the sweep failed before its Tuner ran
-            stop_ray()
     if ended == "interrupted":
         raise stop.stopped()
     return outcome

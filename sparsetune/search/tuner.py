@@ -101,11 +101,14 @@ def run_tuner(
     resume: bool,
     fail_unsaved: Callable[[], None] | None = None,
     stop: StopSignals | None = None,
+    own_ray: bool = False,
 ) -> TunerEnd:
     """Run the plan's trials: a new Tuner, or when `resume` and Ray saved the experiment, the
     restored one. A resume that finds nothing saved (the sweep was killed before Ray saved
     anything) calls `fail_unsaved()` first: nothing will run the study's RUNNING trials now.
-    With `stop`, a signal it records ends the run as Tune's own Ctrl-C does."""
+    With `stop`, a signal it records ends the run as Tune's own Ctrl-C does. `own_ray`: Ray is
+    the local one this process started, whose waiting workers the trials can take
+    (`private_api.trial_actors_on_started_workers`)."""
     if stop is not None and stop.requested:
         return "not started"
     if stop is not None:
@@ -118,7 +121,8 @@ def run_tuner(
         tuner = tune.Tuner(
             plan.trainable, tune_config=plan.tune_config(), run_config=plan.run_config()
         )
-    tuner.fit()
+    with private_api.trial_actors_on_started_workers() if own_ray else contextlib.nullcontext():
+        tuner.fit()
     return "interrupted" if stop is not None and stop.forwarded else "finished"
 
 
