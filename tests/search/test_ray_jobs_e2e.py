@@ -57,7 +57,9 @@ def jobs_address():
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 
-AGENT_TRIES = 20  # submissions a few seconds apart while the head's job agent starts
+# How long submissions are retried while the head's job agent starts: under a loaded CI
+# machine it has taken more than a minute after the Jobs API first answered.
+AGENT_WAIT_S = 240
 
 
 def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
@@ -84,12 +86,13 @@ def _ray_job(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def _submit(address: str, *command: str) -> str:
     """`ray job submit -- sparsetune COMMAND`, waited for: the job's logs, once it succeeded."""
-    for _ in range(AGENT_TRIES):
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
         submitted = _ray_job("submit", "--address", address, "--", "sparsetune", *command)
         logs = submitted.stdout + submitted.stderr
         # A head answers `ray job list` before its node's job agent has registered; Ray says
         # to try again later, and a user would.
-        if "No available agent to submit job" not in logs:
+        if "No available agent to submit job" not in logs or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert submitted.returncode == 0, logs[-4000:]
