@@ -193,8 +193,8 @@ def start_ray(sweep: SweepConfig) -> bool:
 
 
 def stop_ray() -> None:
-    """`ray.shutdown` of the local Ray this process started, without the second it waits on
-    the autoscaler monitor (`private_api.stop_local_monitor`)."""
+    """`ray.shutdown` of the Ray `start_ray` started or joined; a local one's without the second
+    it waits on the autoscaler monitor (`private_api.stop_local_monitor`; a no-op on a join)."""
     private_api.stop_local_monitor()
     ray.shutdown()
 
