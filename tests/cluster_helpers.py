@@ -28,8 +28,20 @@ def short_temp_dir() -> Path:
 
 
 def ray_node(*arguments: str, env: dict[str, str]) -> subprocess.Popen:
+    # Ray's dashboard agent serves the Jobs API on a fixed port (52365) unless told otherwise;
+    # another Ray on this machine (a parallel test's) holding it leaves the agent up without it,
+    # and `ray job submit` then answers "No available agent" for good.
+    agent_port = f"--dashboard-agent-listen-port={free_port()}"
     return subprocess.Popen(
-        [RAY_CLI, "start", "--block", "--num-cpus=2", "--disable-usage-stats", *arguments],
+        [
+            RAY_CLI,
+            "start",
+            "--block",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            agent_port,
+            *arguments,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

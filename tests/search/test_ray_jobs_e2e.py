@@ -57,9 +57,9 @@ def jobs_address():
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 
-# How long submissions are retried while the head's job agent starts: under a loaded CI
-# machine it has taken more than a minute after the Jobs API first answered.
-AGENT_WAIT_S = 240
+# How long submissions are retried while the head's job agent starts (it registers after the
+# Jobs API first answers; slowly on a loaded machine).
+AGENT_WAIT_S = 120
 
 
 def _wait_for_jobs_api(address: str, timeout: float = 180) -> None:
