@@ -68,13 +68,14 @@ def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float
     raise AssertionError(f"the cluster never had {count} nodes:\n{status}")
 
 
-def stop(process: subprocess.Popen | None, sig: signal.Signals) -> None:
-    """Signal the node's whole process group and wait; SIGKILL if it does not go."""
+def stop(process: subprocess.Popen | None, sig: signal.Signals, grace: float = 10) -> None:
+    """Signal the node's whole process group and wait `grace` seconds; SIGKILL it if it has not
+    gone (a `ray start --block` head has taken over 30 s to stop on a loaded machine)."""
     if process is None or process.poll() is not None:
         return
     try:
         os.killpg(process.pid, sig)
-        process.wait(60)
+        process.wait(grace)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)

@@ -137,7 +137,8 @@ def assert_each_trial_once(out: Path, experiment: str, trials: int, parent_run_i
         for t in study.trials
         if t.state == complete
     ]
-    assert sorted(told) == sorted((r["trial_id"], int(r["round"])) for r in rows)
+    reported = sorted((r["trial_id"], int(r["round"])) for r in rows)
+    assert sorted(told) == reported, f"study {sorted(told)} != trials.csv {reported}"
     assert hashes == {c.data.tags["config_hash"] for c in children}
     return client, children, rows
 

@@ -56,7 +56,7 @@ def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
             assert time.monotonic() < deadline, "no two trials finished in time"
             time.sleep(0.2)
         time.sleep(1)  # Ray saves its state at its next step after a checkpoint
-        _kill_where_ray_state_is_whole(driver, out)
+        _kill_where_ray_state_is_whole(driver, out, ray_temp)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -101,7 +101,7 @@ def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
     assert "has finished; nothing to do" in again.stderr
 
 
-def _kill_where_ray_state_is_whole(driver: subprocess.Popen, out: Path) -> None:
+def _kill_where_ray_state_is_whole(driver: subprocess.Popen, out: Path, ray_temp: Path) -> None:
     """SIGKILL the driver's process group at a moment when every unfinished trial's checkpoint
     that Ray's saved state names still exists.
 
@@ -109,18 +109,50 @@ def _kill_where_ray_state_is_whole(driver: subprocess.Popen, out: Path) -> None:
     (`num_to_keep=1`) and saves its experiment state only at its next step. A kill in between
     leaves a state that names a deleted checkpoint; that trial then fails on resume ("Could not
     recover from checkpoint as it does not exist on storage anymore") while the sweep goes on
-    (docs/resume.md). This test is about resuming, not about that window, so the driver is
-    stopped, its saved state checked, and the driver killed only when the state is whole."""
+    (docs/resume.md). Ray also writes its state as three files one after the other (the
+    experiment state, the searcher's, the callbacks') in a staging folder, then copies them to
+    the sweep folder in the background: a kill between two of them restores a searcher or a
+    progress record of another moment than the trials (docs/resume.md). This test is about resuming,
+    not about those windows, so the driver is stopped, its saved state checked, and the driver
+    killed only when the state is whole."""
     deadline = time.monotonic() + 60
     while True:
         os.killpg(driver.pid, signal.SIGSTOP)
-        if _ray_state_names_existing_checkpoints(out):
+        if _ray_state_is_one_save(out, ray_temp) and _ray_state_names_existing_checkpoints(out):
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(30)
             return
         os.killpg(driver.pid, signal.SIGCONT)
         assert time.monotonic() < deadline, "Ray's saved state never named existing checkpoints"
         time.sleep(0.05)
+
+
+def _ray_state_is_one_save(out: Path, ray_temp: Path) -> bool:
+    """Whether the saved experiment state, searcher state and callback state in the sweep folder
+    are the ones Ray's last save wrote in its staging folder, in that order (one
+    `TuneController.save_to_dir`, none left behind), and its upload of them is not under way."""
+    states = sorted((out / "ray").glob("*/experiment_state-*.json"))
+    if not states:
+        return False
+    name = states[-1].name
+    session = name.removeprefix("experiment_state-").removesuffix(".json")
+    names = [name, f"searcher-state-{session}.pkl", f"callback-states-{session}.pkl"]
+    staged = [
+        folder
+        for folder in ray_temp.glob(f"**/{states[-1].parent.name}/driver_artifacts")
+        if (folder / name).is_file()
+    ]
+    if len(staged) != 1:
+        return False
+    try:
+        written = [(staged[0] / file).stat().st_mtime_ns for file in names]
+        same = all(
+            (staged[0] / file).read_bytes() == (states[-1].parent / file).read_bytes()
+            for file in names
+        )
+    except OSError:
+        return False
+    return same and written == sorted(written)
 
 
 def _ray_state_names_existing_checkpoints(out: Path) -> bool:
