@@ -1,5 +1,6 @@
 """Shared fixtures: one small synthetic dataset, so that every fast test trains on the same data
-and the process-wide split cache (`sparsetune.data.load_splits`) builds it once."""
+and the process-wide split cache (`sparsetune.data.load_splits`) builds it once. And the order in
+which the test files run: the end-to-end ones first."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import pytest
 
 from sparsetune.config import DataConfig, SyntheticOptions
 from sparsetune.data import load_splits
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding a `slow` test first, the rest after, each file's tests kept together and in
+    their order. `scripts/test` hands files to two workers in this order as each becomes free
+    (`--dist loadfile --no-loadscope-reorder`): a file of minutes given out last would leave the
+    other worker idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")
