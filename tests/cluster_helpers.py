@@ -68,7 +68,7 @@ def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float
     raise AssertionError(f"the cluster never had {count} nodes:\n{status}")
 
 
-def stop(process: subprocess.Popen | None, sig: signal.Signals, grace: float = 10) -> None:
+def stop(process: subprocess.Popen | None, sig: signal.Signals, grace: float = 3) -> None:
     """Signal the node's whole process group and wait `grace` seconds; SIGKILL it if it has not
     gone (a `ray start --block` head has taken over 30 s to stop on a loaded machine)."""
     if process is None or process.poll() is not None:
