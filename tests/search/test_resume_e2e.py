@@ -118,7 +118,12 @@ def _kill_where_ray_state_is_whole(driver: subprocess.Popen, out: Path, ray_temp
     deadline = time.monotonic() + 60
     while True:
         os.killpg(driver.pid, signal.SIGSTOP)
-        if _ray_state_is_one_save(out, ray_temp) and _ray_state_names_existing_checkpoints(out):
+        state = _newest_ray_state(out)
+        if (
+            state is not None
+            and _ray_state_is_one_save(state, ray_temp)
+            and _ray_state_names_existing_checkpoints(state)
+        ):
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(30)
             return
@@ -127,19 +132,22 @@ def _kill_where_ray_state_is_whole(driver: subprocess.Popen, out: Path, ray_temp
         time.sleep(0.05)
 
 
-def _ray_state_is_one_save(out: Path, ray_temp: Path) -> bool:
-    """Whether the saved experiment state, searcher state and callback state in the sweep folder
-    are the ones Ray's last save wrote in its staging folder, in that order (one
-    `TuneController.save_to_dir`, none left behind), and its upload of them is not under way."""
+def _newest_ray_state(out: Path) -> Path | None:
+    """The experiment state file of the sweep's newest Ray session, if Ray saved one yet."""
     states = sorted((out / "ray").glob("*/experiment_state-*.json"))
-    if not states:
-        return False
-    name = states[-1].name
+    return states[-1] if states else None
+
+
+def _ray_state_is_one_save(state: Path, ray_temp: Path) -> bool:
+    """Whether the saved experiment state `state`, and the searcher state and callback state
+    beside it, are the ones Ray's last save wrote in its staging folder, in that order (one
+    `TuneController.save_to_dir`, none left behind), and its upload of them is not under way."""
+    name = state.name
     session = name.removeprefix("experiment_state-").removesuffix(".json")
     names = [name, f"searcher-state-{session}.pkl", f"callback-states-{session}.pkl"]
     staged = [
         folder
-        for folder in ray_temp.glob(f"**/{states[-1].parent.name}/driver_artifacts")
+        for folder in ray_temp.glob(f"**/{state.parent.name}/driver_artifacts")
         if (folder / name).is_file()
     ]
     if len(staged) != 1:
@@ -147,29 +155,25 @@ def _ray_state_is_one_save(out: Path, ray_temp: Path) -> bool:
     try:
         written = [(staged[0] / file).stat().st_mtime_ns for file in names]
         same = all(
-            (staged[0] / file).read_bytes() == (states[-1].parent / file).read_bytes()
-            for file in names
+            (staged[0] / file).read_bytes() == (state.parent / file).read_bytes() for file in names
         )
     except OSError:
         return False
     return same and written == sorted(written)
 
 
-def _ray_state_names_existing_checkpoints(out: Path) -> bool:
-    """Whether the newest experiment state Ray saved names, for each unfinished trial, a
-    checkpoint folder that exists (False as well while the file is half-written)."""
-    states = sorted((out / "ray").glob("*/experiment_state-*.json"))
-    if not states:
-        return False
+def _ray_state_names_existing_checkpoints(state: Path) -> bool:
+    """Whether the experiment state `state` names, for each unfinished trial, a checkpoint
+    folder that exists (False as well while the file is half-written)."""
     try:
-        trials = json.loads(states[-1].read_text())["trial_data"]
+        trials = json.loads(state.read_text())["trial_data"]
         for trial_json, runtime_json in trials:
             trial, runtime = json.loads(trial_json), json.loads(runtime_json)
             last = runtime.get("last_result") or {}
             name = last.get("checkpoint_dir_name") if isinstance(last, dict) else None
             if trial.get("status") in ("TERMINATED", "ERROR") or not name:
                 continue
-            folders = list(states[-1].parent.glob(f"*_{trial['trial_id']}_*"))
+            folders = list(state.parent.glob(f"*_{trial['trial_id']}_*"))
             if not any((folder / name).is_dir() for folder in folders):
                 return False
     except (OSError, ValueError, KeyError, TypeError):
