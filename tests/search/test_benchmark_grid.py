@@ -32,7 +32,7 @@ def test_the_grid_covers_every_method_with_a_few_hundred_points(bench, grid):
     # Every method the grid file lists is one of the space's, and each gets points.
     listed = yaml.safe_load(BENCHMARK.with_name(bench.GRID_FILE).read_text())
     assert methods == set(grid.space.method_names) == set(listed)
-    assert 200 <= len(points) <= 400
+    assert 200 <= len(points) <= 450  # a few hundred: the table trains in about 13 minutes
     assert len({tuple(sorted(p.items())) for p in points}) == len(points)  # no repeats
 
 
