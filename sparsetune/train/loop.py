@@ -19,6 +19,7 @@ from torch import nn
 
 from sparsetune.config import TrainConfig
 from sparsetune.data.tensors import Examples
+from sparsetune.train import optimizers
 from sparsetune.train.hooks import TrainingHooks
 
 NO_HOOKS = TrainingHooks()
@@ -90,8 +91,8 @@ def duration(seconds: float) -> str:
 def make_optimizer(model: nn.Module, recipe: TrainConfig) -> torch.optim.Optimizer:
     parameters = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(
+        return optimizers.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return optimizers.SGD(
         parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
 
