@@ -12,6 +12,7 @@ format are torch's own, and no other optimizer in the process is changed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -46,11 +47,11 @@ def _eager_step(optimizer_class: type[torch.optim.Optimizer]) -> Callable[..., A
     if step is None:
         return method
 
+    @functools.wraps(step)
     def eager_step(self, *args: Any, **kwargs: Any) -> Any:
         with torch.set_grad_enabled(self.defaults["differentiable"]):
             return step(self, *args, **kwargs)
 
-    eager_step.__doc__ = step.__doc__
     return eager_step
 
 

@@ -55,7 +55,7 @@ def test_the_same_updates_and_state_as_torch(torch_class, ours, options):
     # leaves the caller's grad mode as it found it.
     assert seen == [True] * 5 and torch.is_grad_enabled()
 
-    # One state, one format: either loads the other's, and both then step alike.
+    # One state, one format: ours loads torch's and holds the same tensors as its own.
     state = mine.state_dict()
     assert state.keys() == theirs.state_dict().keys()
     restored = ours(_model().parameters(), **options)
