@@ -5,36 +5,38 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+import warm_cli
 
 # A small LeNet-300-100 search on synthetic data: what the CLI tests run unless they test names.
 SYNTHETIC_RUN = ["--model", "lenet300", "--dataset", "synthetic", "--val-size", "500"]
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run `sparsetune ARGS` with the test's interpreter; returns the CompletedProcess."""
-    full_env = {**os.environ, "SPARSETUNE_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "sparsetune.cli", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_cli(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    fresh: bool = False,
+):
+    """Run `sparsetune ARGS` with the test's interpreter; returns the CompletedProcess. Each
+    command has a process of its own, forked from one that has imported torch and sparsetune
+    (warm_cli.py says how that matches a new interpreter); `fresh`: a new interpreter."""
+    env = {**os.environ, "SPARSETUNE_OFFLINE": "1", **(env or {})}
+    return warm_cli.run(list(args), cwd=cwd, env=env, timeout=timeout, fresh=fresh)
 
 
 def run_cli_many(calls: dict[str, dict]) -> dict[str, subprocess.CompletedProcess]:
     """Many short `sparsetune` commands, a few at a time: {name: run_cli's keywords, `args` for
-    its arguments} -> {name: CompletedProcess}. For tables of refusals, each mostly imports."""
+    its arguments} -> {name: CompletedProcess}. For tables of refusals."""
     from concurrent.futures import ThreadPoolExecutor
 
     def run(name: str) -> tuple[str, subprocess.CompletedProcess]:
         call = dict(calls[name])
         return name, run_cli(*call.pop("args"), **call)
 
-    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return dict(pool.map(run, calls))
 
 

@@ -489,6 +489,7 @@ def test_the_table_covers_every_command_and_enough_cases():
 class Outcome:
     """What one case's command did: its process, and its folder before and after."""
 
+    folder: Path
     result: subprocess.CompletedProcess
     before: dict[str, tuple[str, int, int]]
     after: dict[str, tuple[str, int, int]]
@@ -520,7 +521,7 @@ def outcomes(tmp_path_factory, ticket) -> dict[str, Outcome]:
     )
     done = {
         case_id: Outcome(
-            results[case_id], before[case_id], _tree(folder), (folder / "IMPORTED").exists()
+            folder, results[case_id], before[case_id], _tree(folder), (folder / "IMPORTED").exists()
         )
         for case_id, folder in folders.items()
     }
@@ -535,3 +536,37 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(outcomes, case_id, argu
     assert len(outcome.result.stderr.strip()) < 600, "an error line must not quote at length"
     assert outcome.after == outcome.before, "the command left something behind or changed a file"
     assert not outcome.ran_user_code, "a ticket's header ran user code"
+
+
+# One case of each kind of work a refusal does: options only, Ray's view of the machine, user
+# code imported, a model built, torchvision's datasets, a file header read.
+FRESH_CASES = [
+    "search-seed-negative",
+    "search-cpus-beyond-machine",
+    "data-factory-raises",
+    "prune-model-wrong-input",
+    "fashion-truncated-gz",
+    "export-header-user-code",
+]
+
+
+@pytest.mark.parametrize("case_id", FRESH_CASES)
+def test_a_case_run_in_a_new_interpreter_does_what_the_table_saw(outcomes, ticket, case_id):
+    """The table's commands run forked from a warm interpreter (tests/warm_cli.py); the same
+    command in a new one, in the same folder, prints and exits the same."""
+    (arguments,) = [arguments for found, arguments, _ in CASES if found == case_id]
+    folder = outcomes[case_id].folder
+    fresh = run_cli(
+        *[a.format(tmp=folder, ticket=ticket) for a in arguments],
+        cwd=folder,
+        env={"PYTHONPATH": str(folder / "mods")},
+        timeout=300,
+        fresh=True,
+    )
+    table = outcomes[case_id].result
+    assert (fresh.returncode, fresh.stdout, fresh.stderr) == (
+        table.returncode,
+        table.stdout,
+        table.stderr,
+    )
+    assert _tree(folder) == outcomes[case_id].after

@@ -131,7 +131,7 @@ class Browser:
         assert process.returncode == 0, f"chromium exited {process.returncode} on {url}"
         return out
 
-    def dom_showing(self, url: str, *words: str, tries: int = 3) -> str:
+    def dom_showing(self, url: str, *words: str, tries: int = 4) -> str:
         """The page's DOM once every one of `words` is in its text, as a person waits for a page
         to fill in: the app fetches runs and metric histories after it starts, from a one-worker
         server that is slow while other tests load the machine. Each try waits longer; the last
