@@ -21,7 +21,7 @@ def run_cli(
     fresh: bool = False,
 ):
     """Run `sparsetune ARGS` with the test's interpreter; returns the CompletedProcess. Each
-    command has a process of its own, forked from one that has imported torch and sparsetune
+    command has a process of its own, forked from one that has imported torch and torchvision
     (warm_cli.py says how that matches a new interpreter); `fresh`: a new interpreter."""
     env = {**os.environ, "SPARSETUNE_OFFLINE": "1", **(env or {})}
     return warm_cli.run(list(args), cwd=cwd, env=env, timeout=timeout, fresh=fresh)
