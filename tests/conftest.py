@@ -4,10 +4,25 @@ which the test files run: the end-to-end ones first."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sparsetune.config import DataConfig, SyntheticOptions
 from sparsetune.data import load_splits
+
+
+def pytest_configure(config):
+    """Under xdist, each worker's own torch gets its share of the cores. With torch's default of
+    one thread per core, every op of a test that trains in this process waits for a thread that
+    the other worker's busy process has descheduled: on 2 cores, tests/pruning/test_lottery.py
+    took 17 s instead of 5 s beside one busy process. Only this process: the sparsetune commands
+    and Ray workers a test starts keep the threads a user's would have."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_collection_modifyitems(config, items):
