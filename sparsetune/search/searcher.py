@@ -92,11 +92,16 @@ class SweepSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if private_api.searcher_told(self, trial_id):
-            return  # told before the driver was killed (see `restore`); a study trial ends once
         trial = private_api.searcher_trials(self).get(trial_id)
         if result:
             self._remember(trial_id, result)
+        last = None if error or not result else result.get("round")
+        if private_api.searcher_told(self, trial_id):
+            # Told before the driver was killed (see `restore`): a study trial ends once. A kill
+            # between that tell and its earlier rounds' left those out; add what the study lacks.
+            if trial is not None:
+                self._tell_earlier_rounds(trial_id, trial, last)
+            return
         if self._objective is not None and trial is not None and result:
             for name, violation in self._objective.constraints(result).items():
                 trial.set_constraint(name, violation)
@@ -104,7 +109,6 @@ class SweepSearch(OptunaSearch):
                 trial.set_user_attr(key, value)
         super().on_trial_complete(trial_id, result, error)
         if trial is not None:
-            last = None if error or not result else result.get("round")
             self._tell_earlier_rounds(trial_id, trial, last)
 
     def _remember(self, trial_id: str, result: dict) -> None:

@@ -66,10 +66,13 @@ def test_the_epoch_budget_ends_the_sweep_and_the_records_say_what_was_spent(tmp_
 def test_a_resumed_sweep_counts_the_epochs_spent_before_it_stopped(tmp_path):
     """Trials of exactly 3 epochs and a budget of 6: two trials in all. Stopped (SIGTERM) once
     one has ended and the other is mid-way, the resumed sweep finishes the second and starts no
-    third: a budget counted anew would start two more."""
+    third: a budget counted anew would start two more. One trial at a time, 3,000 examples in
+    batches of 8 (rounds of half a second or more on 2 cores), so that the second trial is
+    mid-way for a second or more: run two at a time, the two can end together."""
     ray_temp = Path(tempfile.mkdtemp(prefix="st-epochs-", dir="/tmp"))
-    arguments, out = sweep_arguments(tmp_path, magnitude_space("3"), 20, "epochs")
-    arguments += ["--budget-epochs", "6", "--subset", "1500"]
+    space = magnitude_space("3").replace("batch_size: 128", "batch_size: 8")
+    arguments, out = sweep_arguments(tmp_path, space, 20, "epochs")
+    arguments += ["--budget-epochs", "6", "--subset", "3000", "--max-concurrent", "1"]
     log = tmp_path / "stopped.log"
     driver = start_search(arguments, tmp_path, ray_temp, log)
     try:
