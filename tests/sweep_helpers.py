@@ -143,12 +143,14 @@ def assert_each_trial_once(out: Path, experiment: str, trials: int, parent_run_i
     return client, children, rows
 
 
-def magnitude_space(rounds: str) -> str:
+def magnitude_space(rounds: str, batch_size: int = 128) -> str:
     """The e2e sweeps' space: one dense epoch, global iterative magnitude pruning with one-epoch
     retraining over `rounds` (a YAML value), so that a trial stopped mid-way has a round's
-    checkpoint to continue from."""
+    checkpoint to continue from. A test that must stop a trial mid-way takes a smaller
+    `batch_size`: more steps a round, so that the trial stays mid-way long enough to be caught
+    however fast the machine (on 1,000 examples in batches of 128 a round is 8 steps)."""
     return (
-        "train: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 128}\n"
+        f"train: {{optimizer: sgd, lr: 0.05, epochs: 1, batch_size: {batch_size}}}\n"
         "methods:\n"
         "  magnitude:\n"
         "    criterion: global\n"

@@ -70,7 +70,7 @@ def test_a_resumed_sweep_counts_the_epochs_spent_before_it_stopped(tmp_path):
     batches of 8 (rounds of half a second or more on 2 cores), so that the second trial is
     mid-way for a second or more: run two at a time, the two can end together."""
     ray_temp = Path(tempfile.mkdtemp(prefix="st-epochs-", dir="/tmp"))
-    space = magnitude_space("3").replace("batch_size: 128", "batch_size: 8")
+    space = magnitude_space("3", batch_size=8)
     arguments, out = sweep_arguments(tmp_path, space, 20, "epochs")
     arguments += ["--budget-epochs", "6", "--subset", "3000", "--max-concurrent", "1"]
     log = tmp_path / "stopped.log"

@@ -33,14 +33,16 @@ pytestmark = pytest.mark.slow
 
 TRIALS = 3
 EXPERIMENT = "interrupt"
-SPACE = magnitude_space("3")  # a trial that reported its first round has two to go
+# A trial that reported its first round has two to go, of a third of a second or more each
+# (2,500 examples in batches of 16).
+SPACE = magnitude_space("3", batch_size=16)
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> list[str]:
     """One dense cache for the module's sweeps (the same dense stage: trained once), and a
     subset of the data: the options that follow `sweep_arguments` (the last of an option wins)."""
-    return ["--cache-dir", str(tmp_path_factory.mktemp("cache")), "--subset", "1500"]
+    return ["--cache-dir", str(tmp_path_factory.mktemp("cache")), "--subset", "3000"]
 
 
 @pytest.fixture

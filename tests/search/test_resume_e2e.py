@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 TRIALS = 6
 EXPERIMENT = "resume"
-SPACE = magnitude_space("{low: 2, high: 3}")
+# Rounds of 7,500 examples in batches of 48: a trial stays mid-way long enough to be killed there.
+SPACE = magnitude_space("{low: 2, high: 3}", batch_size=48)
 
 
 def test_a_sweep_killed_mid_way_resumes_and_counts_each_trial_once(tmp_path):
