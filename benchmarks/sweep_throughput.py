@@ -19,8 +19,13 @@ one round of retraining, so every trial does the same work.
 
 Targets: `compute_share` >= 0.5 at 1 epoch and >= 0.85 at 10; `overhead_per_trial_s` <= 1.0.
 
+`--warm N` adds, per trial length, the same sweep through `sparsetune.search` in this process,
+N times after one untimed run, with this process's Ray kept up between them (a notebook that
+called `ray.init()` once): what a sweep costs when nothing starts but its trial workers. Reported
+under `warm_process` (the median run by wall time), not against the targets.
+
     .venv/bin/python benchmarks/sweep_throughput.py [--json] [--trials N] [--concurrent N]
-        [--epochs 1,10] [--subset N] [--dataset NAME] [--data-dir DIR]
+        [--epochs 1,10] [--warm N] [--subset N] [--dataset NAME] [--data-dir DIR]
 
 With --json, stdout carries exactly one JSON object; everything else goes to stderr.
 `gpu_packing.py` imports this script's helpers to time sweeps on a GPU.
@@ -156,6 +161,40 @@ def timed_cli_sweep(args, scratch: Path, epochs: int, cache: Path) -> dict:
     return breakdown(out, f"throughput-{epochs}", launched, exited, args)
 
 
+def timed_warm_sweeps(args, scratch: Path, epochs: int, cache: Path) -> dict:
+    """The sweep of `timed_cli_sweep` through `sparsetune.search` in this process, `args.warm`
+    times after one untimed run (its imports, the first MLflow store), on this process's Ray,
+    started once and kept up: the run of median wall time, and every run's wall time."""
+    import ray
+
+    import sparsetune
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=available_cores(),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
+    space = scratch / f"space-{epochs}.yaml"
+    space.write_text(space_text(epochs))
+    data = {"data_dir": args.data_dir} if args.data_dir else {}
+    runs = []
+    for index in range(args.warm + 1):
+        name = f"warm-{epochs}-{index}"
+        launched = time.time()
+        sparsetune.search(
+            model=MODEL, data=args.dataset, subset=args.subset or None, trials=args.trials,
+            max_concurrent=args.concurrent, cpus_per_trial=1, space=space, out=scratch / name,
+            cache_dir=cache, seed=SEED, device="cpu", experiment=name, quiet=True, **data,
+        )  # fmt: skip
+        exited = time.time()
+        if index:
+            runs.append(breakdown(scratch / name, name, launched, exited, args))
+    runs.sort(key=lambda run: run["wall_s"])
+    return runs[len(runs) // 2] | {"walls_s": [run["wall_s"] for run in runs]}
+
+
 def breakdown(out: Path, experiment: str, launched: float, exited: float, args) -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -225,6 +264,14 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             f"  {arm['wall_s']:.1f} s wall, compute_share {arm['compute_share']:.3f}, "
             f"overhead_per_trial_s {arm['overhead_per_trial_s']:.2f}"
         )
+    warm = {}
+    for epochs in args.epochs if args.warm else ():
+        log(f"in this process, Ray kept up: {args.warm} + 1 sweeps of {epochs} epoch(s)")
+        warm[str(epochs)] = arm = timed_warm_sweeps(args, scratch, epochs, base.cache_dir)
+        log(
+            f"  median {arm['wall_s']:.1f} s wall, compute_share {arm['compute_share']:.3f}, "
+            f"overhead_per_trial_s {arm['overhead_per_trial_s']:.2f}"
+        )
     missed = [
         f"compute_share {arm['compute_share']:.3f} < {TARGETS['compute_share'][int(e)]} at {e}"
         for e, arm in arms.items()
@@ -242,6 +289,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         "compute_share": first["compute_share"],
         "overhead_per_trial_s": first["overhead_per_trial_s"],
         "arms": arms,
+        **({"warm_process": warm} if warm else {}),
         "cores": available_cores(),
         "trials": args.trials,
         "concurrent": args.concurrent,
@@ -269,6 +317,12 @@ def report(result: dict) -> str:
         lines.append(row(key, [f"{arms[n]['breakdown_s'][key]:.1f}" for n in names]))
     for key in ("wall_s", "compute_share", "overhead_per_trial_s", "workers"):
         lines.append(row(key, [f"{arms[n][key]:.3g}" for n in names]))
+    for name, arm in result.get("warm_process", {}).items():
+        lines.append(
+            f"in this process, Ray kept up, {name} epoch(s): median {arm['wall_s']:.1f} s wall "
+            f"(runs {', '.join(f'{w:.1f}' for w in arm['walls_s'])}), compute_share "
+            f"{arm['compute_share']:.3f}, overhead_per_trial_s {arm['overhead_per_trial_s']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -293,8 +347,16 @@ def main() -> None:
         default=[1, 10],
         help="retraining epochs of each sweep's trials, comma-separated (default 1,10)",
     )
+    parser.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        help="also time N sweeps in this process with Ray kept up, after one untimed (default 0)",
+    )
     add_data_arguments(parser)
     args = parser.parse_args()
+    if args.warm < 0:
+        parser.error(f"--warm must be 0 or more (got {args.warm})")
     if args.trials < 2:
         parser.error(f"--trials must be at least 2 (got {args.trials})")
     run_and_print(args, run, report, "sweep-throughput-")
