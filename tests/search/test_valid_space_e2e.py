@@ -2,7 +2,7 @@
 LeNet-300-100's built-in space, one dense epoch on a few hundred examples (fewer optimiser
 steps than any rewind point but theta_0), and every method's corner configuration enqueued so
 that it certainly runs (the largest rewind this run has, the largest scoring batch, the most
-rounds, the strongest regularisation). Real Ray Tune, Optuna and MLflow."""
+rounds and the longest, the strongest regularisation). Real Ray Tune, Optuna and MLflow."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ CORNERS = """
 - {method: dense}
 - method: magnitude
   params: {criterion: std, c_fc: 2.5, c_conv: 2.0, rounds: 4, retrain_lr_factor: 1.0,
-           retrain_schedule: cosine, weight_decay: 1.0e-3}
+           retrain_schedule: cosine, weight_decay: 1.0e-3, retrain_epochs: 8}
 - method: magnitude
   params: {criterion: global, sparsity: 0.98, rounds: 4, retrain_lr_factor: 0.03}
 - method: lottery
-  params: {prune_fraction: 0.6, rounds: 4, rewind_iteration: 0, criterion: global}
+  params: {prune_fraction: 0.6, rounds: 4, rewind_iteration: 0, criterion: global,
+           train_epochs: 8}
 - method: l0
   params: {l0_lambda: 10.0, fc_lambda_scale: 10.0, conv_lambda_scale: 10.0,
            granularity: neuron, droprate_init: 0.7, start: init, gate_lr_factor: 30.0}
