@@ -54,7 +54,14 @@ class LotteryConfig(MethodConfig):
 
 class LotteryTicket(PruningMethod):
     Config = LotteryConfig
-    key_params = ("prune_fraction", "rounds", "rewind_iteration", "criterion", "control")
+    key_params = (
+        "prune_fraction",
+        "rounds",
+        "train_epochs",
+        "rewind_iteration",
+        "criterion",
+        "control",
+    )
     config: LotteryConfig
 
     def plan(self) -> IterativePruning:
