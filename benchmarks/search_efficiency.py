@@ -11,8 +11,10 @@
 2. The replay: each sampler runs `--seeds` times against the table. Its proposals come from the
    real space through the sweep's own define-by-run code; a proposal is snapped to the nearest grid
    point, knob by knob (on a log scale where the space is; a choice the grid lacks snaps to its
-   first value), and answered with that point's stored rounds. As in a sweep, Optuna is told the
-   last round, and the front and hypervolume (`sparsetune.search.hypervolume`) cover every round.
+   first value), and answered with that point's stored rounds. As in a sweep, the papers' points
+   come first (`--enqueue auto`, the default: `sparsetune.search.enqueue.auto_points`), Optuna is
+   told the last round, and the front and hypervolume (`sparsetune.search.hypervolume`) cover
+   every round.
 3. Printed: the median (and mean) hypervolume after K, 2K and 4K trials per sampler, the share of
    seeds that reach 95% of the table's own hypervolume by then (the medians can sit on a plateau
    that every sampler reaches, while the mean and the share show who finds the best region;
@@ -43,6 +45,7 @@ import yaml
 from sparsetune.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, DataConfig, TrialConfig
 from sparsetune.identity import trial_hash
 from sparsetune.search.choices import resolve_sampler
+from sparsetune.search.enqueue import AUTO, NONE, auto_points
 from sparsetune.search.hypervolume import hypervolume
 from sparsetune.search.objectives import resolve_objective
 from sparsetune.search.rounds import SOURCE_ATTR, method_of, round_trial
@@ -190,6 +193,7 @@ def replay(
     trials: int,
     stop: bool = False,
     every_round: bool = True,
+    enqueue: str = AUTO,
 ) -> tuple[list[float], int]:
     """Hypervolume after each trial, and the rounds trained (the cost), for one seeded run."""
     name = resolve_sampler(
@@ -198,6 +202,9 @@ def replay(
     study = optuna.create_study(
         directions=["maximize", "maximize"], sampler=make_sampler(name, trials=trials, seed=seed)
     )
+    if enqueue == AUTO:  # what a sweep of `trials` runs first (Ray's points_to_evaluate)
+        for point in auto_points(table.space, "lenet300", trials).points:
+            study.enqueue_trial(point)
     stopper = DominanceStopper(OBJECTIVE, NUM_CLASSES) if stop else None
     seen: list[dict[str, Any]] = []
     curve, rounds_trained = [], 0
@@ -271,6 +278,12 @@ def main() -> None:
         help="tell Optuna each trial's last round only (as sweeps did before): the baseline",
     )
     parser.add_argument(
+        "--enqueue",
+        choices=(AUTO, NONE),
+        default=AUTO,
+        help="the sweeps' default start, the papers' points (auto), or none: the baseline",
+    )
+    parser.add_argument(
         "--table", type=Path, default=DEFAULT_CACHE_DIR / "search-efficiency-grid.json"
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -284,6 +297,7 @@ def main() -> None:
     grid = Grid.load(args.grid, space)
     table = Table(build_table(args, grid), grid)
     k, every_round = args.k, not args.last_round_only
+    options = {"every_round": every_round, "enqueue": args.enqueue}
     above_floor = [
         row for rounds in table.rounds.values() for row in rounds if OBJECTIVE.feasible(row)
     ]
@@ -295,9 +309,7 @@ def main() -> None:
         for sampler in args.samplers.split(","):
             started = time.monotonic()
             horizon = 4 * k if sampler == "random" else 2 * k
-            curves = [
-                replay(table, sampler, seed, horizon, every_round=every_round)[0] for seed in seeds
-            ]
+            curves = [replay(table, sampler, seed, horizon, **options)[0] for seed in seeds]
             results[sampler] = {}
             for trials in (k, 2 * k, 4 * k):
                 if trials > horizon:
@@ -320,10 +332,8 @@ def main() -> None:
 
     # The dominance stop, replayed on the first seed set with the auto sampler.
     seeds = range(args.seeds)
-    plain = [replay(table, "auto", seed, 2 * k, every_round=every_round) for seed in seeds]
-    stopped = [
-        replay(table, "auto", seed, 2 * k, stop=True, every_round=every_round) for seed in seeds
-    ]
+    plain = [replay(table, "auto", seed, 2 * k, **options) for seed in seeds]
+    stopped = [replay(table, "auto", seed, 2 * k, stop=True, **options) for seed in seeds]
     dominance = {
         "rounds_plain": statistics.median(r for _, r in plain),
         "rounds_stopped": statistics.median(r for _, r in stopped),
@@ -336,6 +346,7 @@ def main() -> None:
         "seeds_per_set": args.seeds,
         "k": k,
         "every_round_told": every_round,
+        "enqueue": args.enqueue,
         "ratio_min": min(entry["ratio"] for entry in sets),
         f"reach_auto_{2 * k}_min": min(entry[f"reach_auto_{2 * k}"] for entry in sets),
         "seed_sets": sets,

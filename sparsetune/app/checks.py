@@ -88,17 +88,20 @@ def checked_space(sweep: SweepConfig, console: Console | None = None) -> SearchS
 def checked_enqueue(
     sweep: SweepConfig, space: SearchSpace, console: Console
 ) -> list[dict[str, Any]] | None:
-    """The `--enqueue` points that fit the space (those of other methods skipped, and said)."""
-    if sweep.enqueue is None:
-        return None
-    from sparsetune.search.enqueue import enqueue_path, load_points
+    """The `--enqueue` points that fit the space (those of other methods skipped, and said);
+    for `auto`, the papers' points that fit (`search.enqueue.auto_points`)."""
+    from sparsetune.search.enqueue import AUTO, NONE, auto_points, enqueue_path, load_points
 
+    if sweep.enqueue == NONE:
+        return None
     dense = dense_stage(sweep, space)
 
     def fits(where: str, method: str, params: dict[str, Any]) -> None:
         if dense is not None:
             check_params_fit(f"{where}: ", method, params, dense)
 
+    if sweep.enqueue == AUTO:
+        return auto_points(space, sweep.model, sweep.trials, check=fits).points or None
     try:
         loaded = load_points(enqueue_path(sweep.enqueue), space, sweep.model, check=fits)
     except ValueError as error:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsetune.app.checks import check_writable, checked_space, space_for_run
+from sparsetune.app.checks import check_writable, checked_enqueue, checked_space, space_for_run
 from sparsetune.app.console import progress_console, say
 from sparsetune.app.errors import BadInput
 from sparsetune.app.search import SearchResult, SweepCommand, run_checked
@@ -111,6 +111,9 @@ def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:
                 say(console, f"sparsetune: warm start skipped {note}")
             points = warm.points or None
     warmed = f", warm-started with {len(points)} earlier front points" if points else ""
+    if plan.action == "start" and points is None:
+        # No earlier front to start from: the papers' points, as `sparsetune search` starts.
+        points = checked_enqueue(config, space, console)
     for note in narrowing:
         say(console, note)
     say(console, plan.describe(model) + warmed)

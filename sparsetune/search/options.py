@@ -314,8 +314,12 @@ class SweepConfig(Frozen):
         description="start no trial once E training epochs are spent or planned (the dense "
         "stage not counted; docs/search.md)",
     )
-    enqueue: str | None = Field(
-        None, min_length=1, description="YAML of configurations to try first, or 'paper'"
+    enqueue: str = Field(
+        "auto",
+        min_length=1,
+        description="configurations to try first: a YAML file, 'paper' (the papers' settings), "
+        "'auto' (those of them that fit the space, in a sweep of at least twice as many trials) "
+        "or 'none'",
     )
     dataset: DatasetOption = Field(DEFAULT_DATASET, json_schema_extra=marks(identity=True))
     data_dir: DataDirOption = Field(DEFAULT_DATA_DIR, json_schema_extra=marks(identity=True))
@@ -389,6 +393,12 @@ class SweepConfig(Frozen):
         {"space": "file", "data_dir": "folder", "cache_dir": "folder", "out": "folder"},
         uri_fix="; put a URI in --storage for Ray's results only",
     )
+
+    @field_validator("enqueue", mode="before")
+    @classmethod
+    def _none_is_no_points(cls, enqueue: Any) -> Any:
+        # None: a Python caller's "no points", and what sweeps recorded before `auto` hold.
+        return "none" if enqueue is None else enqueue
 
     @field_validator("address")
     @classmethod

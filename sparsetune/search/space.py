@@ -33,7 +33,7 @@ from sparsetune.catalog import METHODS, method_config_class
 from sparsetune.config import TrainConfig
 from sparsetune.shipped import SPACES_DIR
 from sparsetune.validation import describe_validation_error
-from sparsetune.yamlio import load_file
+from sparsetune.yamlio import load_file, shorten
 
 if TYPE_CHECKING:
     import optuna
@@ -264,14 +264,15 @@ def _space_methods(path: Path, listed: Any, overrides: Any) -> dict[str, Any]:
     for method, body in (overrides or {}).items():
         if method not in listed:
             raise ValueError(
-                f"{path}: overrides.{method}: not among the space's methods ({', '.join(listed)})"
+                f"{path}: overrides.{shorten(str(method))}: not among the space's methods "
+                f"({shorten(', '.join(map(str, listed)))})"
             )
         listed[method] = body
     for method in listed:
         try:
             METHODS.check(str(method))
         except ValueError as error:
-            raise ValueError(f"{path}: methods.{method}: {error}") from None
+            raise ValueError(f"{path}: methods.{shorten(str(method))}: {error}") from None
     return listed
 
 

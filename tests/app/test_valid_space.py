@@ -14,6 +14,7 @@ from sparsetune.app.options import PruneOptions
 from sparsetune.app.prune import trial_config
 from sparsetune.config import TrainConfig
 from sparsetune.pruning.l0 import L0Config, L0Regularization
+from sparsetune.search.enqueue import PAPER_POINTS, auto_points, load_points
 from sparsetune.search.space import SearchSpace, default_space_path, load_space
 from sparsetune.search.state import space_digest
 from sparsetune.train.dense_cache import dense_steps, rewind_points
@@ -49,6 +50,21 @@ def test_the_default_space_is_narrowed_to_the_checkpoints_a_short_dense_stage_ha
         space, DenseStage.of(ONE_EPOCH.model_copy(update={"epochs": 5}), 13_000)
     )
     assert note is None and space_digest(same) == space_digest(space)
+
+
+def test_the_default_start_leaves_out_a_paper_point_that_a_short_run_cannot_give():
+    """`--enqueue auto` (the default) never refuses a run: the CIFAR lottery point rewinds to
+    iteration 500, which a 3-step dense stage lacks; `--enqueue paper` names it as bad input."""
+    narrowed, _ = narrowed_space(
+        load_space(default_space_path("resnet20")), DenseStage.of(ONE_EPOCH, 300)
+    )
+    with pytest.raises(ValueError, match="lottery.rewind_iteration is fixed at 0 in this space"):
+        load_points(PAPER_POINTS, narrowed, "resnet20")
+    loaded = auto_points(narrowed, "resnet20", trials=100)
+    assert [point["method"] for point in loaded.points] == [
+        "dense", "magnitude", "snip", "grasp", "random",
+    ]  # fmt: skip
+    assert any(why.startswith("lottery (lottery.rewind_iteration") for why in loaded.skipped)
 
 
 def test_the_same_run_narrows_the_same_way():

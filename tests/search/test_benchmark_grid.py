@@ -1,5 +1,6 @@
 """The grid of benchmarks/search_efficiency.py: every proposal of the real space lands on a grid
-point that the table holds, and a grid that leaves a searched knob out is refused."""
+point that the table holds, a grid that leaves a searched knob out is refused, and the replay
+starts as a default sweep does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from sweep_helpers import load_benchmark
 
+from sparsetune.search.enqueue import auto_points
 from sparsetune.search.space import default_space_path, load_space
 
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "search_efficiency.py"
@@ -119,3 +121,22 @@ def test_a_grid_without_a_searched_knob_is_refused(bench, grid):
 def test_reach_share_counts_runs_at_or_above_the_target(bench):
     assert bench.reach_share([1.0, 1.2, 1.29, 1.3, 1.35], 1.29) == 0.6
     assert bench.reach_share([0.5], 1.0) == 0.0
+
+
+def test_the_replay_starts_as_a_default_sweep_does(bench, grid):
+    """The papers' points first (`--enqueue auto`), then the sampler; `enqueue="none"`: the
+    sampler from the first trial."""
+    row = {"round": 1, "val_acc": 0.5, "compression": 2.0, "flops_ratio": 1.0}
+    table = bench.Table({bench.key_of(point): [row] for point in grid.points()}, grid)
+    asked: list[dict] = []
+    answer = table.answer
+    table.answer = lambda flat: asked.append(flat) or answer(flat)
+    paper = auto_points(grid.space, "lenet300", 16).points
+    assert len(paper) == 8
+    bench.replay(table, "auto", seed=0, trials=16)
+    assert len(asked) == 16
+    for flat, point in zip(asked, paper, strict=False):
+        assert point.items() <= flat.items()
+    asked.clear()
+    bench.replay(table, "auto", seed=0, trials=16, enqueue="none")
+    assert [flat["method"] for flat in asked[:8]] != [point["method"] for point in paper]
