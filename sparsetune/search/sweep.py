@@ -170,7 +170,11 @@ class Strategy:
             + (f" ({objective.bound.description})" if objective.bound else "")
             + (f", front above {objective.floor.description}" if objective.floor else "")
             + f", sampler {self.sampler}, early stop {self.early_stop}"
-            + (f", {len(enqueued)} enqueued points first" if enqueued else "")
+            + (
+                f", {len(enqueued)} enqueued point{'s' * (len(enqueued) != 1)} first"
+                if enqueued
+                else ""
+            )
         )
 
 

@@ -49,7 +49,7 @@ def test_a_spec_runs_once_then_has_nothing_to_do_then_warm_starts_a_new_sweep(tm
     expected = warm_start([first], load_space(tmp_path / "space.yaml")).points
     result = run_cli("sweep", "spec.yaml", cwd=tmp_path)
     assert result.returncode == EXIT_FINISHED, result.stderr[-3000:]
-    assert f"{len(expected)} enqueued points first" in result.stderr
+    assert f", {len(expected)} enqueued point" in result.stderr
     (second,) = [p for p in first.iterdir() if (p / "sweep-state.json").is_file()]
     assert json.loads((second / "sweep-state.json").read_text())["status"] == "finished"
 

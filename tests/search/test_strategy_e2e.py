@@ -103,6 +103,10 @@ def test_the_budget_ends_a_sweep_cleanly_and_the_hypervolume_is_a_history(tmp_pa
     assert 0 < finished < 200
     assert report["trials"]["failed"] == 0
     assert elapsed < 150  # 30 s of trials plus start-up and a last round, not 200 trials
+    # The default start (`--enqueue auto`): of the papers' points, dense fits this space (Han's
+    # magnitude point asks for the std criterion, which the space fixes at global) and ran first.
+    assert "1 enqueued point first" in result.stderr
+    assert ray_trials(study(out))[0].params == {"method": "dense"}
 
     # Stopped trials still finished the round they were in: every trial reported a round.
     rows = sweep_rows(out)
