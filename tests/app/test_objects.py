@@ -161,6 +161,7 @@ run = sparsetune.search(
     Recording(sys.argv[4]), data=((x[:600], y[:600]), (x[600:], y[600:])), trials=2,
     space=sys.argv[1], out=sys.argv[2], cache_dir=sys.argv[3], experiment="objects",
     val_size=100, max_concurrent=2, seed=0, quiet=True,
+    enqueue="none",  # two pruned tickets, not the default start's dense point (5 steps: unlearnt)
 )
 found = {"front": run.records(), "pid": os.getpid(), "failures": run.failures}
 print(json.dumps(found, default=str))
