@@ -42,7 +42,7 @@ class Enqueued:
 
 
 def enqueue_path(value: str | Path) -> Path:
-    return PAPER_POINTS if str(value) in ("paper", AUTO) else Path(value).expanduser()
+    return PAPER_POINTS if str(value) == "paper" else Path(value).expanduser()
 
 
 def auto_points(
