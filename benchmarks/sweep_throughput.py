@@ -20,12 +20,13 @@ one round of retraining, so every trial does the same work.
 Targets: `compute_share` >= 0.5 at 1 epoch and >= 0.85 at 10; `overhead_per_trial_s` <= 1.0.
 
 `--warm N` adds, per trial length, the same sweep through `sparsetune.search` in this process,
-N times after one untimed run, with this process's Ray kept up between them (a notebook that
-called `ray.init()` once): what a sweep costs when nothing starts but its trial workers. Reported
-under `warm_process` (the median run by wall time), not against the targets.
+N times after one untimed run, all in one `sparsetune.session()` (a notebook or script running
+several sweeps): what a sweep costs when Ray is up and its trial workers are ready. Reported
+under `warm_process` (the median run by wall time), against the same targets. `--pause S` waits S
+seconds before each timed one (a notebook's user between cells).
 
     .venv/bin/python benchmarks/sweep_throughput.py [--json] [--trials N] [--concurrent N]
-        [--epochs 1,10] [--warm N] [--subset N] [--dataset NAME] [--data-dir DIR]
+        [--epochs 1,10] [--warm N [--pause S]] [--subset N] [--dataset NAME] [--data-dir DIR]
 
 With --json, stdout carries exactly one JSON object; everything else goes to stderr.
 `gpu_packing.py` imports this script's helpers to time sweeps on a GPU.
@@ -163,34 +164,30 @@ def timed_cli_sweep(args, scratch: Path, epochs: int, cache: Path) -> dict:
 
 def timed_warm_sweeps(args, scratch: Path, epochs: int, cache: Path) -> dict:
     """The sweep of `timed_cli_sweep` through `sparsetune.search` in this process, `args.warm`
-    times after one untimed run (its imports, the first MLflow store), on this process's Ray,
-    started once and kept up: the run of median wall time, and every run's wall time."""
-    import ray
-
+    times after one untimed run (its imports, the first MLflow store), all in one
+    `sparsetune.session()` (one local Ray, each next sweep's trial workers readied after a
+    sweep): the run of median wall time, and every run's wall time."""
     import sparsetune
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=available_cores(),
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="ERROR",
-        )
     space = scratch / f"space-{epochs}.yaml"
     space.write_text(space_text(epochs))
     data = {"data_dir": args.data_dir} if args.data_dir else {}
     runs = []
-    for index in range(args.warm + 1):
-        name = f"warm-{epochs}-{index}"
-        launched = time.time()
-        sparsetune.search(
-            model=MODEL, data=args.dataset, subset=args.subset or None, trials=args.trials,
-            max_concurrent=args.concurrent, cpus_per_trial=1, space=space, out=scratch / name,
-            cache_dir=cache, seed=SEED, device="cpu", experiment=name, quiet=True, **data,
-        )  # fmt: skip
-        exited = time.time()
-        if index:
-            runs.append(breakdown(scratch / name, name, launched, exited, args))
+    with sparsetune.session(gpus=0):
+        for index in range(args.warm + 1):
+            name = f"warm-{epochs}-{index}"
+            if index:
+                time.sleep(args.pause)
+            launched = time.time()
+            sparsetune.search(
+                model=MODEL, data=args.dataset, subset=args.subset or None, trials=args.trials,
+                max_concurrent=args.concurrent, cpus_per_trial=1, space=space,
+                out=scratch / name, cache_dir=cache, seed=SEED, device="cpu", experiment=name,
+                quiet=True, **data,
+            )  # fmt: skip
+            exited = time.time()
+            if index:
+                runs.append(breakdown(scratch / name, name, launched, exited, args))
     runs.sort(key=lambda run: run["wall_s"])
     return runs[len(runs) // 2] | {"walls_s": [run["wall_s"] for run in runs]}
 
@@ -353,10 +350,18 @@ def main() -> None:
         default=0,
         help="also time N sweeps in this process with Ray kept up, after one untimed (default 0)",
     )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="with --warm: seconds between the sweeps, as a notebook's user leaves (default 0)",
+    )
     add_data_arguments(parser)
     args = parser.parse_args()
     if args.warm < 0:
         parser.error(f"--warm must be 0 or more (got {args.warm})")
+    if args.pause < 0:
+        parser.error(f"--pause must be 0 or more (got {args.pause})")
     if args.trials < 2:
         parser.error(f"--trials must be at least 2 (got {args.trials})")
     run_and_print(args, run, report, "sweep-throughput-")

@@ -7,6 +7,8 @@ The public API is what this module exports:
   event loop that must stay free meanwhile (a Jupyter kernel);
 - `sparsetune.prune(model, method=..., data=..., params=..., ...)`: one configuration, as
   `sparsetune prune` runs it (`sparsetune.app.prune.PruneResult`);
+- `sparsetune.session()`: a context manager whose sweeps share one local Ray, kept up between
+  them, each next sweep's trial workers started and loaded ahead;
 - `sparsetune.load(path, masks=False, model=None)`: a ready model from a ticket or an exported
   file (`sparsetune.export`); `model=` gives the architecture (an instance or a factory).
 
@@ -22,7 +24,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "prune", "search", "search_async"]
+__all__ = ["__version__", "load", "prune", "search", "search_async", "session"]
 
 # PEP 562: each public name is imported only when it is first looked up.
 _LAZY = {
@@ -30,6 +32,7 @@ _LAZY = {
     "prune": "sparsetune.app.api",
     "search": "sparsetune.app.api",
     "search_async": "sparsetune.app.api",
+    "session": "sparsetune.app.api",
 }
 
 

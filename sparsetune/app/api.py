@@ -16,13 +16,16 @@ records and tickets carry; a sweep ships the objects to its Ray workers.
 
 One sweep runs at a time in a process: they share the process's Ray, which a sweep that started
 it shuts down at its end. A second `search` (or `search_async`) waits for the first to end.
+Inside `with sparsetune.session():` the sweeps share one local Ray, kept up between them, and
+each next sweep's trials start in worker processes that are ready (`sparsetune.search.session`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +138,11 @@ def search(
             f"address={options['address']}: Python objects as model= or data= do not travel "
             "through Ray Client; pass import paths the cluster can import, or run on a node"
         )
+    if options.get("address") and _in_session():
+        raise BadInput(
+            f"address={options['address']}: the sweeps of sparsetune.session() run on its local "
+            "Ray; run this one outside the session"
+        )
     values = {"objective": objective, "trials": trials, **options} | _named(model, data, options)
     sweep = _options(SweepConfig, values)
     console = _console(quiet)
@@ -143,6 +151,36 @@ def search(
     if isinstance(result, FinishedBefore):  # read what it recorded
         return _finished_run(result.folder)
     return _search_run(result.outcome)
+
+
+@contextlib.contextmanager
+def session(gpus: int | None = None) -> Iterator[None]:
+    """Run the sweeps of the block on one local Ray, kept up between them: each next sweep's
+    trials start in worker processes that have imported what a trial needs, instead of new ones
+    (`sparsetune.search.session`). `gpus`: how many of this machine's GPUs trials may use (all
+    by default). Ray stops when the block ends. For several sweeps in a notebook or a script;
+    a sweep that joins a cluster (`address=`) runs outside it."""
+    import torch
+
+    from sparsetune.search.session import session as local_session
+
+    available = torch.cuda.device_count()
+    gpus = available if gpus is None else gpus
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= available:
+        raise BadInput(f"gpus={gpus!r}: this machine has {available} GPU(s); give 0 to {available}")
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(local_session(gpus))
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    with stack:
+        yield
+
+
+def _in_session() -> bool:
+    from sparsetune.search.session import active
+
+    return active()
 
 
 async def search_async(model: Any, **keywords: Any) -> SearchRun:

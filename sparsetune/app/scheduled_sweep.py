@@ -9,6 +9,7 @@ error, a sweep that did not run to its end).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,13 +73,31 @@ def sweep(
     if not dry_run:
         # A stop signal ends the command (SweepInterrupted); running the spec again continues.
         command = SweepCommand("out", "wait for it", f"sparsetune sweep {spec_path}")
-        for step in steps:
-            if step.plan.action != "nothing":
+        running = [step for step in steps if step.plan.action != "nothing"]
+        with _one_local_ray(running):
+            for step in running:
                 result = run_checked(
                     step.sweep, step.space, step.unfinished, step.points, console, command=command
                 )
                 on_result(result)
     return code
+
+
+def _one_local_ray(steps: list[Step]) -> contextlib.AbstractContextManager[None]:
+    """Two or more sweeps on this machine share one Ray, each next one's trial workers readied
+    while the one before ends (`search.session`); one sweep, or sweeps on a cluster, start or
+    join Ray as `sparsetune search` does."""
+    import ray
+
+    # (a Ray job's sweeps have address auto: SweepConfig reads $RAY_ADDRESS)
+    if len(steps) < 2 or any(step.sweep.address for step in steps) or ray.is_initialized():
+        return contextlib.nullcontext()
+    import torch
+
+    from sparsetune.search.session import session
+
+    wants_gpus = any(step.sweep.device != "cpu" for step in steps)
+    return session(torch.cuda.device_count() if wants_gpus else 0)
 
 
 def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:

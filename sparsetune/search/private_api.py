@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.metadata import version
 from typing import Any
@@ -205,3 +205,42 @@ def trial_actors_on_started_workers() -> Iterator[None]:
             if _without_env_users == 0:
                 for name, value in _tune_env_defaults.items():
                     setattr(class_cache, name, value)
+
+
+# -- Ray's raylet -----------------------------------------------------------------------------
+def preloading_options(modules: Sequence[str]) -> dict[str, Any]:
+    """`ray.init` keywords for a local Ray whose Python workers import `modules` as they start,
+    before they take work (the raylet's `preload_python_modules`, through `_system_config`)."""
+    check_version("ray")
+    return {"_system_config": {"preload_python_modules": list(modules)}} if modules else {}
+
+
+def prestart_workers(count: int, keep_alive_s: int) -> None:
+    """Ask this node's raylet to start `count` Python workers for this job now, and to keep them
+    idle for up to `keep_alive_s` (`NodeManagerService.PrestartWorkers`, an RPC Ray's own tasks
+    use and its Python API does not offer). An actor created later takes such a worker instead
+    of waiting for a new process."""
+    check_version("ray")
+    import ray
+
+    try:
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import common_pb2, node_manager_pb2, runtime_environment_pb2
+        from ray.core.generated.node_manager_pb2_grpc import NodeManagerServiceStub
+    except ImportError as error:
+        raise _missing("ray", "ray", str(error.name)) from None
+    context = ray.get_runtime_context()
+    node = next(n for n in ray.nodes() if n["NodeID"] == context.get_node_id())
+    request = node_manager_pb2.PrestartWorkersRequest(
+        language=common_pb2.PYTHON,
+        job_id=bytes.fromhex(context.get_job_id()),
+        # "{}": no runtime env, as a trial actor has (`trial_actors_on_started_workers`)
+        runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env="{}"),
+        keep_alive_duration_secs=keep_alive_s,
+        num_workers=count,
+    )
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        NodeManagerServiceStub(channel).PrestartWorkers(request, timeout=10)
+    finally:
+        channel.close()

@@ -11,6 +11,7 @@ before this module is called; nothing here is reached with a bad config.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from sparsetune.data.shared import splits_payload
 from sparsetune.data.tensors import Splits
 from sparsetune.identity import dense_key
 from sparsetune.pruning import METHODS
-from sparsetune.search import private_api
+from sparsetune.search import private_api, session
 from sparsetune.search.choices import resolve_early_stop, resolve_sampler
 from sparsetune.search.hypervolume import describe_axes
 from sparsetune.search.interrupt import StopSignals, SweepAborted
@@ -203,12 +204,13 @@ def run_sweep(
     stop = stop or StopSignals(sweep.sweep_dir, "", active=False)
     # Ray before the records: the driver imports their libraries while ray.init waits
     started_ray = start_ray(sweep)
+    in_session = session.active()  # sparsetune.session(): Ray is this process's, kept up
     stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
     ray_up = contextlib.ExitStack()  # closed once: after the Tuner, or on a failure before it
     if started_ray:
         ray_up.callback(stop_ray)
     with ray_up:
-        if not started_ray or sweep.address:
+        if (not started_ray and not in_session) or sweep.address:
             console.print(cluster_line(), highlight=False)
         records = open_records(
             sweep,
@@ -261,13 +263,15 @@ def run_sweep(
                         "the sweep was killed before Ray saved it"
                     ),
                     stop=stop,
-                    own_ray=started_ray and not sweep.address,
+                    own_ray=(started_ray and not sweep.address) or in_session,
                 )
             except SweepAborted:  # a second signal: out at once, as a SIGKILL would leave it
                 aborted = True
                 raise
             finally:
                 ray_up.close()
+                if in_session and not aborted:
+                    session.prepare_next_sweep(_slots(sweep))
                 if not aborted:
                     ended = _ENDS.get(tuner_end, "interrupted")  # None: run_tuner raised
                     outcome = _finish(
@@ -284,6 +288,12 @@ def run_sweep(
     if ended == "interrupted":
         raise stop.stopped()
     return outcome
+
+
+def _slots(sweep: SweepConfig) -> int:
+    """How many of the sweep's trials ran at once on this machine (at most)."""
+    cpus = os.cpu_count() or 1
+    return max(1, min(sweep.max_concurrent, sweep.trials, int(cpus // sweep.cpus_per_trial)))
 
 
 _ENDS: dict[TunerEnd | None, SweepEnd] = {None: "failed", "finished": "finished"}

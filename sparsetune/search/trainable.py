@@ -20,7 +20,9 @@ import os
 import pickle
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,10 @@ from sparsetune.train.allocator import keep_freed_memory
 from sparsetune.train.dense_cache import CachedDense
 from sparsetune.trial import RoundResult, TrialContext, start_trial
 from sparsetune.trial.clock import PhaseClock
+
+# When this process loaded the trial's code: at its start in a worker `sparsetune.session()`
+# readied, else as its first trial began (the `worker_loaded` tag of each trial's run).
+LOADED_AT = time.time()
 
 
 @dataclass(frozen=True)
@@ -257,5 +263,6 @@ def _child_run(
             "torch_threads": str(torch.get_num_threads()),
             # Which process ran it: a reused worker runs several trials.
             "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "worker_loaded": datetime.fromtimestamp(LOADED_AT, UTC).isoformat("T", "milliseconds"),
         },
     )

@@ -173,23 +173,34 @@ def mlflow_store_module(tracking_uri: str | None) -> str:
     return f"mlflow.store.tracking.{'rest_store' if remote else 'sqlalchemy_store'}"
 
 
+# How sparsetune starts or joins Ray: quiet (its own progress is the user's), no dashboard.
+RAY_OPTIONS: dict[str, Any] = {
+    "include_dashboard": False,
+    "log_to_driver": False,
+    "logging_level": "ERROR",
+    "configure_logging": True,
+}
+
+
 def start_ray(sweep: SweepConfig) -> bool:
     """Join `--address`, or start a local Ray sized to this machine. True if we started it."""
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": "ERROR",
-        "configure_logging": True,
-    }
     if sweep.address:
-        ray.init(address=sweep.address, **options)
+        ray.init(address=sweep.address, **RAY_OPTIONS)
         return True
     gpus = torch.cuda.device_count() if sweep.device != "cpu" else 0
-    with _importing(*DRIVER_MODULES, mlflow_store_module(sweep.tracking_uri)):
-        ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, **options)
+    start_local_ray(gpus, mlflow_store_module(sweep.tracking_uri))
     return True
+
+
+def start_local_ray(gpus: int, store_module: str, preload: Sequence[str] = ()) -> None:
+    """A local Ray with every CPU and `gpus` GPUs, whose Python workers import `preload` as they
+    start (`private_api.preloading_options`); the driver imports its records' libraries (and
+    the MLflow `store_module`) meanwhile."""
+    options = RAY_OPTIONS | private_api.preloading_options(preload)
+    with _importing(*DRIVER_MODULES, store_module):
+        ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, **options)
 
 
 def stop_ray() -> None:

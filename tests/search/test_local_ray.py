@@ -5,6 +5,7 @@ monitor. A real Ray and a real Tuner."""
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
 import pytest
@@ -85,3 +86,37 @@ def test_tunes_own_trial_env_is_back_after_the_sweep():
 )
 def test_the_mlflow_store_the_driver_imports_early_is_the_one_its_client_loads(uri, module):
     assert mlflow_store_module(uri) == module
+
+
+def test_workers_started_ahead_on_request_have_imported_the_preloaded_modules():
+    import sys
+
+    from sparsetune.search.tuner import start_local_ray
+
+    @ray.remote(num_cpus=0)  # as many at once as there are waiting workers
+    class Probe:
+        def where(self) -> tuple[int, bool]:
+            return os.getpid(), "sparsetune.search.trainable" in sys.modules
+
+    start_local_ray(0, mlflow_store_module(None), preload=("sparsetune.search.trainable",))
+    try:
+        waiting: set[int] = set()
+        for _ in range(300):  # the ones Ray starts with itself, one per CPU, once up
+            waiting = {process.pid for process in ray_processes("ray::IDLE")}
+            if len(waiting) >= (os.cpu_count() or 1):
+                break
+            time.sleep(0.1)
+        private_api.prestart_workers(1, keep_alive_s=60)
+        started = set()
+        for _ in range(100):  # the raylet starts it in the background
+            started = {process.pid for process in ray_processes("ray::IDLE")} - waiting
+            if started:
+                break
+            time.sleep(0.1)
+        assert len(started) == 1
+        probes = [Probe.remote() for _ in range(len(waiting | started))]
+        placed = ray.get([probe.where.remote() for probe in probes])
+    finally:
+        stop_ray()
+    assert started <= {pid for pid, _ in placed}  # an actor took the worker started ahead
+    assert all(preloaded for _, preloaded in placed)

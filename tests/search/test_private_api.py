@@ -109,6 +109,7 @@ def test_a_newer_major_version_is_refused_attributes_or_not(monkeypatch, searche
 PRIVATE = re.compile(
     r"_ot_trials|_ot_study|_completed_trials|\._storage\b|\._trial_id\b|_local_tuner"
     r"|\._run_config\b|\._tune_config\b|ray\._private|from ray import _private"
+    r"|_system_config|preload_python_modules|PrestartWorkers"
 )
 
 
