@@ -270,8 +270,6 @@ def run_sweep(
                 raise
             finally:
                 ray_up.close()
-                if in_session and not aborted:
-                    session.prepare_next_sweep(_slots(sweep))
                 if not aborted:
                     ended = _ENDS.get(tuner_end, "interrupted")  # None: run_tuner raised
                     outcome = _finish(
@@ -285,6 +283,8 @@ def run_sweep(
                         # a resumed sweep stopped before its Tuner restored the rows: keep files
                         write=tuner_end != "not started",
                     )
+                    if in_session:  # after the results: booting workers would slow _finish
+                        session.prepare_next_sweep(_slots(sweep))
     if ended == "interrupted":
         raise stop.stopped()
     return outcome
