@@ -9,7 +9,13 @@ trial is far too small to fill a GPU: what packing buys is running the per-trial
 GPU arithmetic (Ray, MLflow, data on the host, evaluation, checkpoints) side by side.
 
     python benchmarks/gpu_packing.py [--json] [--trials N] [--fractions 1,0.5,0.25]
-        [--dataset NAME] [--data-dir DIR] [--subset N]
+        [--session] [--dataset NAME] [--data-dir DIR] [--subset N]
+
+`--session` runs the arms in one `sparsetune.session()` (its workers import the trial's code as
+they start, and the next sweep's are started after each sweep; docs/api.md) after an untimed
+two-trial sweep, instead of on a plain `ray.init`. Each arm also reports `overhead_per_trial_s`:
+(trials at a time x wall - the trials' training and evaluation seconds) / trials, and where
+those seconds went (`sweep_throughput.breakdown`).
 
 Needs a CUDA device (not part of CI). `--device cpu` runs the same arms with Ray's GPUs as
 logical resources only, to check the script on a machine without one; its timings mean nothing.
@@ -19,13 +25,16 @@ With --json, stdout carries exactly one JSON object; everything else goes to std
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_throughput import (  # noqa: E402  (a sibling script, not a package)
     add_data_arguments,
     available_cores,
+    breakdown,
     log,
     prepare,
     run_and_print,
@@ -45,36 +54,28 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         raise SystemExit("gpu_packing.py: no CUDA device is visible; pass --device cpu to dry-run")
     gpus = torch.cuda.device_count() if cuda else 1
     _, space, splits, dense = prepare(args, scratch, console, device=args.device)
-    ray.init(
-        num_cpus=available_cores(),
-        num_gpus=gpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
     arms: dict[str, dict] = {}
-    try:
+    with _ray(args, gpus):
+        if args.session:  # the session's first sweep starts its workers: not timed
+            warm_up = _arm_config(args, scratch, "warm-up-arm", args.fractions[0], gpus, cuda)
+            timed_sweep(warm_up.model_copy(update={"trials": 2}), space, dense, splits, console)
         for fraction in args.fractions:
-            concurrent = max(1, int(round(gpus / fraction)))
-            sweep = sweep_config(
-                args,
-                scratch,
-                f"gpus-{fraction:g}",
-                concurrent,
-                # auto: cuda where there is one; a dry run's CPU trials then hold logical GPUs
-                device="cuda" if cuda else "auto",
-                gpus_per_trial=fraction,
-            )
+            sweep = _arm_config(args, scratch, f"gpus-{fraction:g}", fraction, gpus, cuda)
             log(
-                f"sweep: --gpus-per-trial {fraction:g}, up to {concurrent} at a time, "
+                f"sweep: --gpus-per-trial {fraction:g}, up to {sweep.max_concurrent} at a time, "
                 f"{sweep.cpus_per_trial:g} CPUs a trial"
             )
-            arms[f"{fraction:g}"] = timed_sweep(sweep, space, dense, splits, console) | {
+            launched = time.time()
+            arm = timed_sweep(sweep, space, dense, splits, console)
+            exited = time.time()
+            slots = argparse.Namespace(concurrent=sweep.max_concurrent)
+            spent = breakdown(sweep.out, sweep.experiment, launched, exited, slots)
+            arms[f"{fraction:g}"] = arm | {
                 "gpus_per_trial": fraction,
-                "concurrent": concurrent,
+                "concurrent": sweep.max_concurrent,
+                "overhead_per_trial_s": spent["overhead_per_trial_s"],
+                "breakdown_s": spent["breakdown_s"],
             }
-    finally:
-        ray.shutdown()
     base = arms[f"{args.fractions[0]:g}"]["trials_per_hour"]
     return {
         "arms": arms,
@@ -83,10 +84,48 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         "gpus": gpus,
         "cores": available_cores(),
         "trials": args.trials,
+        "session": args.session,
         "train_examples": len(splits.train),
         "torch": torch.__version__,
         "ray": ray.__version__,
     }
+
+
+def _arm_config(args, scratch: Path, name: str, fraction: float, gpus: int, cuda: bool):
+    return sweep_config(
+        args,
+        scratch,
+        name,
+        max(1, int(round(gpus / fraction))),
+        # auto: cuda where there is one; a dry run's CPU trials then hold logical GPUs
+        device="cuda" if cuda else "auto",
+        gpus_per_trial=fraction,
+    )
+
+
+@contextlib.contextmanager
+def _ray(args: argparse.Namespace, gpus: int):
+    """One Ray for every arm: a `sparsetune.session()` with `--session`, else a plain one."""
+    if args.session:
+        # sparsetune.session()'s own Ray (the public call also refuses logical GPUs: a dry run)
+        from sparsetune.search.session import session
+
+        with session(gpus):
+            yield
+        return
+    import ray
+
+    ray.init(
+        num_cpus=available_cores(),
+        num_gpus=gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def report(result: dict) -> str:
@@ -95,7 +134,8 @@ def report(result: dict) -> str:
         lines.append(
             f"--gpus-per-trial {key:>4}: {arm['trials_done']} trials in {arm['seconds']:.1f} s "
             f"= {arm['trials_per_hour']:.0f} trials/hour (up to {arm['concurrent']} at a time, "
-            f"{arm['cpus_per_trial']:g} CPUs each; {result['speedup_vs_first'][key]:.2f}x)"
+            f"{arm['cpus_per_trial']:g} CPUs each; {result['speedup_vs_first'][key]:.2f}x); "
+            f"overhead {arm['overhead_per_trial_s']:.2f} s a trial"
         )
     return "\n".join(lines)
 
@@ -112,6 +152,9 @@ def main() -> None:
     )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--model", default="lenet5", help="the trials' model (default lenet5)")
+    parser.add_argument(
+        "--session", action="store_true", help="the arms in one sparsetune.session(), warmed up"
+    )
     add_data_arguments(parser)
     args = parser.parse_args()
     if args.trials < 2:
