@@ -2,10 +2,11 @@
 
 Neither library offers a public way to do these few things (reconcile a restored searcher's study
 after the driver was killed, put this run's callbacks into a restored Tuner, tag a running Optuna
-trial from outside it, find the Ray address `ray start` left behind), so each is one small named
-function here. Each access checks the installed version first and then the attribute itself, and
-raises `PrivateApiChanged` naming both when the pinned stack has moved: a clear error at the
-first use rather than a wrong sweep. tests/search/test_private_api.py calls every function on the
+trial from outside it, find the Ray address `ray start` left behind, start a local Ray without
+the processes a sweep does not use), so each is one small named function here. Each access
+checks the installed version first and then the attribute itself, and raises `PrivateApiChanged`
+naming both when the pinned stack has moved: a clear error at the first use rather than a wrong
+sweep. tests/search/test_private_api.py and test_local_ray.py call every function on the
 installed versions, so an upgrade that drops an attribute fails there first.
 
 Written against ray 2.60 and optuna 5.0 (`WRITTEN_FOR`). Other minor versions of the same major
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.metadata import version
@@ -154,22 +156,65 @@ def pickled_class_ids() -> list[str]:
 
 
 # -- Ray's local node -------------------------------------------------------------------------
-def stop_local_monitor() -> None:
-    """End the autoscaler monitor of the Ray this process started, before `ray.shutdown`.
-    Ray's shutdown stops the GCS first; the monitor's SIGTERM handler then waits on the dead GCS
-    until the shutdown kills it a second later (`Node.kill_all_processes`). A local node has
-    nothing to scale, so the monitor is killed at once and left out of Ray's list."""
-    check_version("ray")
-    from ray._private import ray_constants
-    from ray._private import worker as ray_worker
+_NODE_WAIT_POLL_S = 0.02
 
-    node = _get("ray", ray_worker, "_global_node", "ray._private.worker")
-    if node is None or not node.is_head():
-        return
-    processes = _get("ray", node, "all_processes", "ray._private.node.Node")
-    for info in processes.pop(ray_constants.PROCESS_TYPE_MONITOR, []):
-        info.process.kill()
-        info.process.wait()
+
+@contextlib.contextmanager
+def lean_local_node() -> Iterator[None]:
+    """While on, a local Ray that `ray.init` starts has only what a sweep uses, and `ray.init`
+    returns as soon as its raylet has registered. Left out: the dashboard head (started even with
+    `include_dashboard=False`, and waited on until it publishes an address), the autoscaler
+    monitor (a local node has nothing to scale) and the log monitor (sweeps take no worker logs).
+    Ray's own wait for the raylet asks the GCS once a second (`GlobalStateAccessor::GetNode`);
+    this one every 20 ms. On this project's 2-core machine `ray.init` takes 1.2-1.3 s instead of
+    2.4-3.4 and `ray.shutdown` 0.1-0.3 s instead of 1.1-1.4 (benchmarks/README.md). Only a head
+    node is changed: joining a cluster is as before. (`ray._private.node.Node.__init__`,
+    `.start_api_server`, `RayParams.no_monitor`, `.include_log_monitor`,
+    `ray._private.services.get_node`.)"""
+    check_version("ray")
+    try:
+        from ray._private import node as ray_node
+        from ray._private import services
+        from ray._private.parameter import RayParams
+        from ray._raylet import GcsClient, NodeID
+        from ray.core.generated.gcs_service_pb2 import GetAllNodeInfoRequest
+    except ImportError as error:
+        raise _missing("ray", "ray", str(error.name)) from None
+    node_class = ray_node.Node
+    owner = "ray._private.node.Node"
+    start_node = _get("ray", node_class, "__init__", owner)
+    _get("ray", node_class, "start_api_server", owner)
+    get_node = _get("ray", services, "get_node", "ray._private.services")
+    params = RayParams()
+    for attribute in ("no_monitor", "include_log_monitor"):
+        _get("ray", params, attribute, "ray._private.parameter.RayParams")
+
+    def start_lean_node(self, ray_params, head=False, *args, **kwargs):
+        if head:
+            ray_params.no_monitor = True
+            ray_params.include_log_monitor = False
+            self.start_api_server = lambda **_: None  # this node only
+        start_node(self, ray_params, head, *args, **kwargs)
+
+    def get_node_when_registered(gcs_address: str, node_id: str):
+        client = GcsClient(address=gcs_address)
+        node_info = _get("ray", client, "get_all_node_info", "ray._raylet.GcsClient")
+        selector = GetAllNodeInfoRequest.NodeSelector(node_id=NodeID.from_hex(node_id).binary())
+        deadline = time.monotonic() + 30  # Ray's own wait for a raylet
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the GCS still starting: ask again
+                if node_info(timeout=5, node_selectors=[selector]):
+                    break
+            time.sleep(_NODE_WAIT_POLL_S)
+        return get_node(gcs_address, node_id)  # Ray's, now without its one-second wait
+
+    node_class.__init__ = start_lean_node
+    services.get_node = get_node_when_registered
+    try:
+        yield
+    finally:
+        node_class.__init__ = start_node
+        services.get_node = get_node
 
 
 _WITHOUT_ENV = threading.Lock()

@@ -195,18 +195,17 @@ def start_ray(sweep: SweepConfig) -> bool:
 
 
 def start_local_ray(gpus: int, store_module: str, preload: Sequence[str] = ()) -> None:
-    """A local Ray with every CPU and `gpus` GPUs, whose Python workers import `preload` as they
-    start (`private_api.preloading_options`); the driver imports its records' libraries (and
-    the MLflow `store_module`) meanwhile."""
+    """A local Ray with every CPU and `gpus` GPUs and none of Ray's processes a sweep does not use
+    (`private_api.lean_local_node`), whose Python workers import `preload` as they start
+    (`private_api.preloading_options`); the driver imports its records' libraries (and the
+    MLflow `store_module`) meanwhile."""
     options = RAY_OPTIONS | private_api.preloading_options(preload)
-    with _importing(*DRIVER_MODULES, store_module):
+    with private_api.lean_local_node(), _importing(*DRIVER_MODULES, store_module):
         ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, **options)
 
 
 def stop_ray() -> None:
-    """`ray.shutdown` of the Ray `start_ray` started or joined; a local one's without the second
-    it waits on the autoscaler monitor (`private_api.stop_local_monitor`; a no-op on a join)."""
-    private_api.stop_local_monitor()
+    """`ray.shutdown` of the Ray `start_ray` started or joined."""
     ray.shutdown()
 
 

@@ -1,6 +1,6 @@
 """The local Ray a sweep starts: the trials run in the workers Ray started ahead of them (not in
-new ones, each with a runtime env of Tune's), and its shutdown does not wait on the autoscaler
-monitor. A real Ray and a real Tuner."""
+new ones, each with a runtime env of Tune's), and Ray starts none of the processes a sweep does
+not use (dashboard head, autoscaler monitor, log monitor). A real Ray and a real Tuner."""
 
 from __future__ import annotations
 
@@ -53,15 +53,28 @@ def test_trials_run_in_the_workers_started_ahead(tmp_path):
                 tune_config=tune.TuneConfig(num_samples=2, max_concurrent_trials=1),
                 run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
             ).fit()
-        monitor = ray_processes("monitor.py")
-        assert monitor  # what stop_ray ends first
+        started = " ".join(" ".join(p.cmdline()) for p in ray_processes("ray"))
+        assert "raylet" in started and "gcs_server" in started  # the probe's processes
+        for left_out in ("dashboard/dashboard.py", "monitor.py", "log_monitor.py"):
+            assert left_out not in started
+        everything = ray_processes("")
     finally:
         stop_ray()
     assert not ray.is_initialized()
-    assert not any(process.is_running() for process in monitor)
+    assert not any(process.is_running() for process in everything)
     rows = [result.metrics for result in results]
     assert len(rows) == 2 and not results.errors
     assert {row["pid"] for row in rows} <= started_ahead
+
+
+def test_ray_is_as_before_once_the_lean_start_is_over():
+    from ray._private import node as ray_node
+    from ray._private import services
+
+    before = (ray_node.Node.__init__, services.get_node, ray_node.Node.start_api_server)
+    with private_api.lean_local_node():
+        assert ray_node.Node.__init__ is not before[0]
+    assert (ray_node.Node.__init__, services.get_node, ray_node.Node.start_api_server) == before
 
 
 def test_tunes_own_trial_env_is_back_after_the_sweep():
