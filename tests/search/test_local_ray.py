@@ -31,6 +31,20 @@ def ray_processes(kind: str) -> list[psutil.Process]:
     return found
 
 
+def still_running(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of `processes` still running after up to `timeout_s` (an exited one whose parent
+    is gone may stay a zombie until the machine's init reaps it: that one has ended)."""
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    running = []
+    for process in alive:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
 def test_trials_run_in_the_workers_started_ahead(tmp_path):
     sweep = SweepConfig(model="lenet300", max_concurrent=os.cpu_count(), device="cpu")
 
@@ -57,11 +71,11 @@ def test_trials_run_in_the_workers_started_ahead(tmp_path):
         assert "raylet" in started and "gcs_server" in started  # the probe's processes
         for left_out in ("dashboard/dashboard.py", "monitor.py", "log_monitor.py"):
             assert left_out not in started
-        everything = ray_processes("")
+        everything = ray_processes("ray")
     finally:
         stop_ray()
     assert not ray.is_initialized()
-    assert not any(process.is_running() for process in everything)
+    assert not still_running(everything, timeout_s=20)
     rows = [result.metrics for result in results]
     assert len(rows) == 2 and not results.errors
     assert {row["pid"] for row in rows} <= started_ahead
