@@ -90,6 +90,19 @@ def test_every_help_follows_the_conventions(capsys, monkeypatch, command):
     assert "-h" in help_row and "<" not in help_row
 
 
+def test_each_command_is_one_row_of_the_command_list(capsys, monkeypatch):
+    """On a wide terminal each command's summary sits on its own row, whole: a docstring whose
+    first paragraph spans two source lines used to show as a row and a ragged continuation."""
+    text = help_text(capsys, monkeypatch, "--help")
+    panel = text[text.index("Commands") :].splitlines()[1:]
+    rows = [line.strip("│ ").rstrip() for line in panel if line.startswith("│")]
+    assert sorted(row.split()[0] for row in rows) == SUBCOMMANDS, text
+    for row in rows:
+        name, summary = row.split(maxsplit=1)
+        docstring = COMMAND.commands[name].callback.__doc__
+        assert summary == " ".join(docstring.split("\n\n")[0].split()), text
+
+
 def test_choices_are_shown_and_completed(capsys, monkeypatch):
     from sparsetune.search.choices import SAMPLERS
 

@@ -17,7 +17,7 @@ from sparsetune.app.options import PruneOptions, UiOptions
 from sparsetune.app.scheduled_sweep import EXIT_FINISHED, EXIT_NOTHING_TO_DO, EXIT_RESUMED
 from sparsetune.app.space import SpaceOptions
 from sparsetune.cli import render
-from sparsetune.cli.help_format import show_flags_as_flags
+from sparsetune.cli.help_format import show_flags_as_flags, summaries_as_one_line
 from sparsetune.cli.options import choice_metavar, completer, with_options
 from sparsetune.search.options import SweepConfig
 
@@ -266,3 +266,6 @@ def export(
         print_json(result.summary())
     else:
         render.export_result(result)
+
+
+summaries_as_one_line(app)  # after the last command above
