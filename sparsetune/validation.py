@@ -23,6 +23,8 @@ def describe_validation_error(
     location = ".".join(str(part) for part in first["loc"])
     where = ".".join(part for part in (prefix, location) if part)
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "path_type":  # pydantic's words name its Path class, not the fix
+        message = "give a path, as a str or pathlib.Path"
     if first["type"] == "extra_forbidden":
         message = "unknown key"
         allowed = _allowed_keys(error, model)

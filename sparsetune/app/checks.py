@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from sparsetune.app.console import say
 from sparsetune.app.errors import BadInput
 from sparsetune.validation import PathKind, check_path_kind, describe_validation_error
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from sparsetune.config import TrainConfig
     from sparsetune.data import Splits
     from sparsetune.search.options import SweepConfig
@@ -49,15 +46,15 @@ def validated(model_class: type[Options], values: dict[str, Any]) -> Options:
         raise BadInput(f"{flag(field)}{colon}{problem}") from None
 
 
-def checked_space(sweep: SweepConfig, console: Console | None = None) -> SearchSpace:
+def checked_space(sweep: SweepConfig, notes: list[str]) -> SearchSpace:
     """The sweep's search space (`--space`, else the model's built-in one), validated. A model
     without a built-in space gets one generated from its prunable layers for the sweep's data
-    (which this loads), said in one line on `console` (stderr by default)."""
+    (which this loads), and a line that says so appended to `notes`: the caller says them once
+    every check has passed, so that a refusal stays one line."""
     from sparsetune.search.space import default_space_path, load_space
 
     path = sweep.space or default_space_path(sweep.model)
     if sweep.space is None and not path.is_file():
-        from sparsetune.app.console import progress_console
         from sparsetune.search.generated_space import generate_space
         from sparsetune.search.options import is_ray_client
 
@@ -77,7 +74,7 @@ def checked_space(sweep: SweepConfig, console: Console | None = None) -> SearchS
             )
         except ValueError as error:
             raise BadInput(str(error)) from None
-        say(progress_console(console), f"space: {generated.note(sweep.dataset)}")
+        notes.append(f"space: {generated.note(sweep.dataset)}")
         return generated.space
     try:
         return load_space(path, sweep.methods)
@@ -86,10 +83,11 @@ def checked_space(sweep: SweepConfig, console: Console | None = None) -> SearchS
 
 
 def checked_enqueue(
-    sweep: SweepConfig, space: SearchSpace, console: Console
+    sweep: SweepConfig, space: SearchSpace, notes: list[str]
 ) -> list[dict[str, Any]] | None:
-    """The `--enqueue` points that fit the space (those of other methods skipped, and said);
-    for `auto`, the papers' points that fit (`search.enqueue.auto_points`)."""
+    """The `--enqueue` points that fit the space (those of other methods skipped, with a line
+    that says so appended to `notes`); for `auto`, the papers' points that fit
+    (`search.enqueue.auto_points`)."""
     from sparsetune.search.enqueue import AUTO, NONE, auto_points, enqueue_path, load_points
 
     if sweep.enqueue == NONE:
@@ -107,7 +105,7 @@ def checked_enqueue(
     except ValueError as error:
         raise BadInput(str(error)) from None
     if loaded.skipped:
-        say(console, f"--enqueue: skipped {len(loaded.skipped)}: {'; '.join(loaded.skipped)}")
+        notes.append(f"--enqueue: skipped {len(loaded.skipped)}: {'; '.join(loaded.skipped)}")
     return loaded.points
 
 

@@ -111,8 +111,8 @@ def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:
         state = read_state(plan.folder) if plan.action == "resume" else None
     except ValueError as error:
         raise BadInput(str(error)) from None
-    narrowing: list[str] = []
-    space = space_for_run(config, checked_space(config), narrowing)
+    notes: list[str] = []
+    space = space_for_run(config, checked_space(config, notes), notes)
     if state is not None:
         changed = [c.removeprefix("--").replace("-", "_") for c in state.differences(config, space)]
         if changed:
@@ -132,8 +132,8 @@ def _checked_step(loaded: LoadedSpec, model: str, console: Console) -> Step:
     warmed = f", warm-started with {len(points)} earlier front points" if points else ""
     if plan.action == "start" and points is None:
         # No earlier front to start from: the papers' points, as `sparsetune search` starts.
-        points = checked_enqueue(config, space, console)
-    for note in narrowing:
+        points = checked_enqueue(config, space, notes)
+    for note in notes:
         say(console, note)
     say(console, plan.describe(model) + warmed)
     return Step(plan, config, space, state, points)

@@ -85,19 +85,17 @@ def search(
     finished = recorded is not None and recorded.status == "finished"
     if finished and resume is not None:  # its recorded options: nothing to compare
         return _nothing_to_do(sweep.sweep_dir, console)
-    narrowing: list[str] = []  # said once every check has passed
-    space = space_for_run(sweep, checked_space(sweep), narrowing)
+    notes: list[str] = []  # said once every check has passed
+    space = space_for_run(sweep, checked_space(sweep, notes), notes)
     if recorded is not None:
         check_same_sweep(recorded, sweep, space, resume)
     if finished:
         return _nothing_to_do(sweep.sweep_dir, console)
     unfinished = recorded
     check_writable(sweep.sweep_dir, "--out")
-    enqueued = checked_enqueue(sweep, space, console)
+    enqueued = checked_enqueue(sweep, space, notes)
     command = SweepCommand.search(sweep.sweep_dir, resumed=resume is not None)
-    return run_checked(
-        sweep, space, unfinished, enqueued, console, command=command, notes=narrowing
-    )
+    return run_checked(sweep, space, unfinished, enqueued, console, command=command, notes=notes)
 
 
 def sweep_to_run(
@@ -203,8 +201,8 @@ def run_checked(
     checks (data, device, GPUs, cluster) come first: they need the heavy libraries. Then the
     sweep folder's lock, its first write, held until the sweep ends; and SIGINT and SIGTERM
     stop the sweep resumable (`SweepInterrupted`, saying how to continue: `command`). `notes`
-    (what the space lost to this run, `space_for_run`) are said once every check has passed,
-    so that a refusal stays one line."""
+    (where the space came from, what it lost to this run, --enqueue points skipped) are said
+    once every check has passed, so that a refusal stays one line."""
     command = command or SweepCommand.search(sweep.sweep_dir, resumed=False)
     through_client = is_ray_client(sweep.address)
     if not through_client:  # under Ray Client the data and devices are the cluster's

@@ -113,13 +113,16 @@ def load_factory(config: DataConfig) -> RawData:
     return from_train_and_test(name, returned, config.memory_budget_gb)
 
 
-def from_train_and_test(name: str, returned: Any, memory_budget_gb: float | None = None) -> RawData:
+def from_train_and_test(
+    name: str, returned: Any, memory_budget_gb: float | None = None, *, given: bool = False
+) -> RawData:
     """RawData from `(train, test)`, each a pair of tensors (x, y) or a Dataset of (x, y), as a
-    factory returns them (and as Python code may pass them); `name` is for the messages. Two
-    map-style Datasets larger than the memory budget stream (`streaming.py`)."""
+    factory returns them (or, `given`, as Python code passes them); `name` is for the messages.
+    Two map-style Datasets larger than the memory budget stream (`streaming.py`)."""
     if not isinstance(returned, tuple | list) or len(returned) != 2:
+        got, fix = ("got", "give") if given else ("returned", "it must return")
         raise ValueError(
-            f"dataset {name!r} returned {_kind(returned)}; it must return (train, test), "
+            f"dataset {name!r} {got} {_kind(returned)}; {fix} (train, test), "
             "each a pair of tensors (x, y) or a torch Dataset of (x, y)"
         )
     if all(_is_sized_dataset(part) for part in returned):
@@ -246,9 +249,11 @@ def _statistics(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _kind(value: Any) -> str:
+    kind = type(value).__name__
+    article = "an" if kind[0].lower() in "aeiou" else "a"
     if isinstance(value, tuple | list):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
+        return f"{article} {kind} of {len(value)}"
+    return f"{article} {kind}"
 
 
 def _as_pair(name: str, part: Any, which: str, budget: _Budget | None) -> tuple[Tensor, Tensor]:

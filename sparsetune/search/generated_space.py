@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparsetune.catalog import METHODS
 from sparsetune.recipe import method_recipe
+from sparsetune.search.objects import is_python_object
 from sparsetune.search.options import DEFAULT_DATASET
 from sparsetune.search.space import (
     SPACES_DIR,
@@ -110,7 +111,10 @@ class GeneratedSpace:
         )
 
     def note(self, dataset: str) -> str:
-        """Where the space came from, and the command that writes it out for editing."""
+        """Where the space came from, and the command that writes it out for editing (none for
+        a Python object, which no command line can name)."""
+        if is_python_object(self.model) or is_python_object(dataset):
+            return f"{self.summary()}; to choose the space yourself, pass space= a space file"
         data = "" if dataset == DEFAULT_DATASET else f" --dataset {dataset}"
         return (
             f"{self.summary()}; write it out with "

@@ -56,6 +56,11 @@ class Shipped:
     weights: Path | None = None
 
 
+def is_python_object(name: str) -> bool:
+    """Whether `name` is that of a Python object given as model= or data= (no command names it)."""
+    return name.startswith(PREFIX)
+
+
 # name -> record, for the objects registered in this process (the driver's, or a worker's).
 _REGISTERED: dict[str, Shipped] = {}
 # name -> data whose record has no bytes yet (made once, when a sweep first needs them).
@@ -92,7 +97,7 @@ def data_name(data: Any, memory_budget_gb: float | None = None) -> str:
     from sparsetune.data.sources import from_train_and_test
     from sparsetune.data.tensors import TensorSet
 
-    raw = from_train_and_test("data=", data, memory_budget_gb)
+    raw = from_train_and_test("data=", data, memory_budget_gb, given=True)
     if not all(isinstance(part, TensorSet) for part in (raw.train, raw.test)):
         raise ValueError(
             "data=: these Datasets are larger than the memory budget and would stream, which "

@@ -64,6 +64,8 @@ def test_a_bad_keyword_is_one_line_and_writes_nothing(tmp_path):
         sparsetune.prune(
             "lenet300", data="synthetic", params={"no_such_knob": 1}, out=tmp_path / "run"
         )
+    with pytest.raises(BadInput, match=r"^space: give a path, as a str or pathlib.Path \(got \{"):
+        sparsetune.search("lenet300", data="synthetic", space={"methods": {}}, out=tmp_path / "s")
     assert list(tmp_path.iterdir()) == []
 
 

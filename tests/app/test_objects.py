@@ -131,7 +131,20 @@ def test_bad_python_data_is_one_line_and_writes_nothing(tmp_path):
         _prune(_net(), _tensors(), tmp_path, weights=__file__)
     with pytest.raises(BadInput, match=r"^address=ray://127.0.0.1:1: Python objects .* Ray Client"):
         api.search(_net(), data=_tensors(), address="ray://127.0.0.1:1", out=tmp_path / "s")
+    with pytest.raises(BadInput, match=r"^dataset 'data=' got an object; give \(train, test\), "):
+        _prune(_net(), object(), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_search_refused_says_only_why(tmp_path, capsys):
+    """A model with no built-in space gets one generated, and a line that says so; a check that
+    refuses the sweep afterwards (this model cannot take the data) leaves that line unsaid."""
+    with pytest.raises(BadInput, match=r"^--model python-Linear-\w+: it cannot take the data's"):
+        api.search(
+            nn.Linear(3, 2), data=_tensors(), val_size=100, out=tmp_path / "s", cache_dir=tmp_path
+        )
+    assert capsys.readouterr() == ("", "")
+    assert not (tmp_path / "s").exists()
 
 
 SEARCH_SCRIPT = """

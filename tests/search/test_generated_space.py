@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import optuna
 import pytest
-from rich.console import Console
 from user_model_helpers import USER_MODULE, write_user_models
 
 from sparsetune.app.checks import checked_space
@@ -117,24 +117,30 @@ def test_a_model_with_nothing_to_prune_is_refused(user_module):
 def test_a_sweep_of_a_user_model_generates_its_space_and_says_so(user_module, tmp_path):
     model = f"{user_module}:mlp"
     sweep = SweepConfig(model=model, dataset="synthetic", val_size=100, out=tmp_path / "sweep")
-    console = Console(record=True, width=400)
-    space = checked_space(sweep, console)
+    notes: list[str] = []
+    space = checked_space(sweep, notes)
     # Built for the data's shape: the synthetic set's 1x28x28 inputs and 10 classes.
-    expected = generate_space(model, SyntheticOptions().input_shape, 10).space
-    assert space == expected
-    line = console.export_text().strip()
-    assert line == (
+    generated = generate_space(model, SyntheticOptions().input_shape, 10)
+    assert space == generated.space
+    assert notes == [
         f"space: generated for {model} from its 2 prunable layers and methods "
         f"{', '.join(space.method_names)}; write it out with "
         f"`sparsetune space --model {model} --dataset synthetic > space.yaml`"
-    )
+    ]
     assert not (tmp_path / "sweep").exists()
+    # No command line names a Python object: no command to copy for one.
+    for note in (
+        generated.note("python-data-0123456789ab"),
+        replace(generated, model="python-Net-0123456789ab").note("synthetic"),
+    ):
+        assert note.endswith("; to choose the space yourself, pass space= a space file"), note
+        assert "sparsetune space" not in note
 
 
 def test_a_sweep_of_a_model_with_nothing_to_prune_is_bad_input(user_module):
     sweep = SweepConfig(model=f"{user_module}:nothing_to_prune", dataset="synthetic", val_size=9)
     with pytest.raises(BadInput, match="nothing to prune"):
-        checked_space(sweep, Console(record=True))
+        checked_space(sweep, [])
 
 
 def test_under_ray_client_data_that_is_not_here_asks_for_a_space(
@@ -149,7 +155,7 @@ def test_under_ray_client_data_that_is_not_here_asks_for_a_space(
         address="ray://127.0.0.1:1",
     )
     with pytest.raises(BadInput) as error:
-        checked_space(sweep, Console(record=True))
+        checked_space(sweep, [])
     message = str(error.value)
     assert message.startswith("dataset 'mnist': no files under")
     assert f"sparsetune space --model {user_module}:mlp --dataset mnist > space.yaml" in message
