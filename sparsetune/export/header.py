@@ -495,7 +495,10 @@ def read_file(path: Path) -> FileHeader:
                 tensors[key] = TensorEntry(str(piece.get_dtype()), tuple(piece.get_shape()))
     except (SafetensorError, OSError) as error:
         problem = (str(error).strip().splitlines() or [type(error).__name__])[0][:80]
-        raise ValueError(f"{path}: not a safetensors file ({problem})") from None
+        raise ValueError(
+            f"{path}: not a safetensors file ({problem}); pass a ticket a sweep or "
+            "`sparsetune prune` wrote (a .safetensors file), or copy it again if it was cut short"
+        ) from None
     raw = metadata.get(HEADER_KEY)
     if raw is None:
         raise ValueError(

@@ -349,7 +349,9 @@ def _bytes(path: Path, data: bytes) -> Path:
 )
 def test_a_damaged_safetensors_layout_is_one_line(tmp_path, make):
     path = make(tmp_path / "round-1.safetensors")
-    assert "not a safetensors file" in refusal(path)
+    message = refusal(path)
+    assert "not a safetensors file" in message
+    assert message.endswith("(a .safetensors file), or copy it again if it was cut short")
 
 
 def test_a_fifo_given_as_the_file_is_refused_without_opening_it(tmp_path):
