@@ -34,12 +34,18 @@ def describe_validation_error(
         "input" in first
         and first["loc"]  # a whole-model check: its input is the whole model, not one value
         and first["type"] != "missing"
-        and repr(first["input"]) not in message
-        # a check that names its input first ("PATH: is a folder, ..."): said once is enough
-        and not message.startswith(f"{first['input']}: ")
+        # Our own checks may quote the input already: said once is enough. Pydantic's own
+        # messages quote their bound, which can read like the input ("greater than 0" for 0).
+        and not (first["type"] == "value_error" and _quotes(message, first["input"]))
     ):
         message += f" (got {first['input']!r})"
     return f"{where}: {message}" if where else message
+
+
+def _quotes(message: str, value: object) -> bool:
+    """Whether `message` already names `value`: its repr, or as the subject of the line
+    ("PATH: is a folder, ...")."""
+    return repr(value) in message or message.startswith(f"{value}: ")
 
 
 def _allowed_keys(error: ValidationError, model: type[BaseModel] | None) -> list[str]:

@@ -68,3 +68,9 @@ def test_default_folders_of_path_and_import_names_do_not_nest(tmp_path):
     assert SweepConfig(model="lenet5", dataset="mnist").experiment_name == "lenet5-mnist-pareto"
     prune = PruneOptions(model="torchvision:resnet18", dataset="synthetic", method="snip")
     assert prune.folder.name == "prune-torchvision-resnet18-snip"
+
+
+def test_a_bound_that_reads_like_the_input_still_names_the_input():
+    # "greater than 0" holds the characters of the input 0; the value is named all the same.
+    message = _trial_error({"c_conv": 0})
+    assert message == "method magnitude: params.c_conv: Input should be greater than 0 (got 0)"
