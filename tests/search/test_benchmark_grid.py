@@ -131,12 +131,12 @@ def test_the_replay_starts_as_a_default_sweep_does(bench, grid):
     asked: list[dict] = []
     answer = table.answer
     table.answer = lambda flat: asked.append(flat) or answer(flat)
-    paper = auto_points(grid.space, "lenet300", 16).points
-    assert len(paper) == 8
-    bench.replay(table, "auto", seed=0, trials=16)
-    assert len(asked) == 16
+    paper = auto_points(grid.space, "lenet300", 18).points
+    assert len(paper) == 9
+    bench.replay(table, "auto", seed=0, trials=18)
+    assert len(asked) == 18
     for flat, point in zip(asked, paper, strict=False):
         assert point.items() <= flat.items()
     asked.clear()
-    bench.replay(table, "auto", seed=0, trials=16, enqueue="none")
-    assert [flat["method"] for flat in asked[:8]] != [point["method"] for point in paper]
+    bench.replay(table, "auto", seed=0, trials=18, enqueue="none")
+    assert [flat["method"] for flat in asked[:9]] != [point["method"] for point in paper]

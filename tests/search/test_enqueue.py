@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sparsetune.models import build_model
+from sparsetune.recipe import method_recipe
 from sparsetune.search.enqueue import (
     AUTO,
     AUTO_TRIALS_PER_POINT,
@@ -100,6 +102,25 @@ def test_the_papers_points_fit_every_built_in_space():
         assert magnitude["magnitude.c_fc"] == 1.7  # Han et al.'s 91% cut in fc layers
 
 
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+def test_the_recipe_schedule_point_is_the_lenet_recipe_within_the_space(model):
+    """The magnitude point of the LeNet recipe's schedule: its rounds, retraining and rate as
+    `sparsetune prune`'s recipe, and its one global cut at least what the recipe's per-layer
+    targets remove in all, by less than half a point (so each round is compressed at least as
+    much as the recipe's, as its per-layer cut counts)."""
+    recipe = method_recipe(model, "magnitude").params
+    loaded = load_points(PAPER_POINTS, load_space(default_space_path(model)), model)
+    point = next(
+        p for p in loaded.points if p["method"] == "magnitude" and "magnitude.sparsity" in p
+    )
+    for knob in ("rounds", "retrain_epochs", "retrain_lr_factor", "retrain_schedule"):
+        assert point[f"magnitude.{knob}"] == recipe[knob], knob
+    net = build_model(model, (1, 28, 28), 10)
+    sizes = {name: net.get_submodule(name).weight.numel() for name in recipe["layer_sparsity"]}
+    removed = sum(sizes[name] * share for name, share in recipe["layer_sparsity"].items())
+    assert 0 <= point["magnitude.sparsity"] - removed / sum(sizes.values()) < 0.005
+
+
 def test_auto_runs_the_papers_points_that_fit_in_a_sweep_with_room_for_the_sampler(space):
     # The test space: dense, and magnitude without sparsity and with retraining fixed at one
     # epoch. Han's point (c_conv, a knob this space does not sample) does not fit: `auto`
@@ -113,9 +134,9 @@ def test_auto_runs_the_papers_points_that_fit_in_a_sweep_with_room_for_the_sampl
     too_few = auto_points(space, "lenet300", trials=AUTO_TRIALS_PER_POINT - 1)
     assert too_few.points == []
     built_in = load_space(default_space_path("lenet300"))
-    every = auto_points(built_in, "lenet300", trials=2 * AUTO_TRIALS_PER_POINT * 8)
+    every = auto_points(built_in, "lenet300", trials=2 * AUTO_TRIALS_PER_POINT * 9)
     assert every.points == load_points(PAPER_POINTS, built_in, "lenet300").points
-    assert auto_points(built_in, "lenet300", trials=AUTO_TRIALS_PER_POINT * 8 - 1).points == []
+    assert auto_points(built_in, "lenet300", trials=AUTO_TRIALS_PER_POINT * 9 - 1).points == []
 
 
 def test_the_run_check_skips_an_auto_point_it_refuses(tmp_path, space):
