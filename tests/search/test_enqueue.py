@@ -134,9 +134,10 @@ def test_auto_runs_the_papers_points_that_fit_in_a_sweep_with_room_for_the_sampl
     too_few = auto_points(space, "lenet300", trials=AUTO_TRIALS_PER_POINT - 1)
     assert too_few.points == []
     built_in = load_space(default_space_path("lenet300"))
-    every = auto_points(built_in, "lenet300", trials=2 * AUTO_TRIALS_PER_POINT * 9)
-    assert every.points == load_points(PAPER_POINTS, built_in, "lenet300").points
-    assert auto_points(built_in, "lenet300", trials=AUTO_TRIALS_PER_POINT * 9 - 1).points == []
+    paper = load_points(PAPER_POINTS, built_in, "lenet300").points
+    every = auto_points(built_in, "lenet300", trials=2 * AUTO_TRIALS_PER_POINT * len(paper))
+    assert every.points == paper
+    assert auto_points(built_in, "lenet300", AUTO_TRIALS_PER_POINT * len(paper) - 1).points == []
 
 
 def test_the_run_check_skips_an_auto_point_it_refuses(tmp_path, space):
