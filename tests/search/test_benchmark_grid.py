@@ -12,7 +12,7 @@ import pytest
 import yaml
 from sweep_helpers import load_benchmark
 
-from sparsetune.search.enqueue import auto_points
+from sparsetune.search.enqueue import AUTO_TRIALS_PER_POINT, PAPER_POINTS, auto_points, load_points
 from sparsetune.search.space import default_space_path, load_space
 
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "search_efficiency.py"
@@ -131,12 +131,14 @@ def test_the_replay_starts_as_a_default_sweep_does(bench, grid):
     asked: list[dict] = []
     answer = table.answer
     table.answer = lambda flat: asked.append(flat) or answer(flat)
-    paper = auto_points(grid.space, "lenet300", 18).points
-    assert len(paper) == 9
-    bench.replay(table, "auto", seed=0, trials=18)
-    assert len(asked) == 18
+    count = len(load_points(PAPER_POINTS, grid.space, "lenet300").points)
+    trials = AUTO_TRIALS_PER_POINT * count
+    paper = auto_points(grid.space, "lenet300", trials).points
+    assert len(paper) == count >= 9
+    bench.replay(table, "auto", seed=0, trials=trials)
+    assert len(asked) == trials
     for flat, point in zip(asked, paper, strict=False):
         assert point.items() <= flat.items()
     asked.clear()
-    bench.replay(table, "auto", seed=0, trials=18, enqueue="none")
-    assert [flat["method"] for flat in asked[:9]] != [point["method"] for point in paper]
+    bench.replay(table, "auto", seed=0, trials=trials, enqueue="none")
+    assert [flat["method"] for flat in asked[:count]] != [point["method"] for point in paper]

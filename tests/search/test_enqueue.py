@@ -121,6 +121,27 @@ def test_the_recipe_schedule_point_is_the_lenet_recipe_within_the_space(model):
     assert 0 <= point["magnitude.sparsity"] - removed / sum(sizes.values()) < 0.005
 
 
+def test_the_far_end_point_is_the_recipe_schedule_at_the_spaces_highest_threshold():
+    """LeNet-300-100's far-end magnitude point: the recipe schedule's rounds, retraining, rate and
+    decay, with Han's per-layer C x std criterion at the top of the space's `c_fc` range."""
+    space = load_space(default_space_path("lenet300"))
+    loaded = load_points(PAPER_POINTS, space, "lenet300").points
+    schedule = next(p for p in loaded if "magnitude.sparsity" in p)
+    far_end = [
+        p for p in loaded if p.get("magnitude.c_fc") == space.methods["magnitude"]["c_fc"].high
+    ]
+    assert len(far_end) == 1
+    assert far_end[0]["magnitude.criterion"] == "std"
+    for knob in (
+        "rounds",
+        "retrain_epochs",
+        "retrain_lr_factor",
+        "retrain_schedule",
+        "weight_decay",
+    ):
+        assert far_end[0][f"magnitude.{knob}"] == schedule[f"magnitude.{knob}"], knob
+
+
 def test_auto_runs_the_papers_points_that_fit_in_a_sweep_with_room_for_the_sampler(space):
     # The test space: dense, and magnitude without sparsity and with retraining fixed at one
     # epoch. Han's point (c_conv, a knob this space does not sample) does not fit: `auto`
