@@ -119,6 +119,19 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def _settled_files(folder: Path, pause: float = 0.5, tries: int = 20) -> dict[str, tuple[int, int]]:
+    """`_files` once two looks `pause` apart agree: a write already inside the kernel when its
+    process was stopped (an artifact upload's 1 MiB chunk) still lands after SIGSTOP."""
+    seen = _files(folder)
+    for _ in range(tries):
+        time.sleep(pause)
+        now = _files(folder)
+        if now == seen:
+            return now
+        seen = now
+    raise AssertionError(f"{folder} kept changing with every process of the sweep stopped")
+
+
 def test_a_second_search_on_a_running_sweep_is_refused_and_changes_nothing(
     tmp_path, cache, ray_temp
 ):
@@ -131,7 +144,7 @@ def test_a_second_search_on_a_running_sweep_is_refused_and_changes_nothing(
         # Nothing of the first (its driver, its Ray, its trial) moves while the second runs.
         os.killpg(first.pid, signal.SIGSTOP)
         signal_processes_under(ray_temp, signal.SIGSTOP)
-        before = _files(out)
+        before = _settled_files(out)
         holder = json.loads((out / ".sparsetune.lock").read_text())
         second = run_cli("search", *arguments, cwd=tmp_path, env={"RAY_TMPDIR": str(ray_temp)})
         assert _files(out) == before
