@@ -5,8 +5,8 @@ For each trial length (`--epochs`, default 1 and 10 retraining epochs), one real
 `--trials` (16) LeNet-300-100 trials on a Fashion-MNIST `--subset`, `--concurrent` (2) at a time
 with one core each: `sparsetune search` run as a user runs it (a new process, local Ray, MLflow on
 SQLite), timed from its launch to its exit. The dense stage (one epoch) is trained once first,
-into the benchmark's cache, and not timed. Each trial is one-shot global magnitude pruning and
-one round of retraining, so every trial does the same work.
+into the benchmark's cache, and not timed. Each trial is global magnitude pruning in `--rounds`
+(1) rounds of pruning and retraining, each round one report, so every trial does the same work.
 
 - `compute_share`: the trials' training and evaluation core-seconds (each child run's
   `time_train_s` + `time_eval_s`, times its threads) over cores x wall time.
@@ -16,6 +16,9 @@ one round of retraining, so every trial does the same work.
   `time_<phase>_s` (trial/clock.py) and their start and end times: start-up (launch to the first
   trial's run), each phase inside the trials, the rest while trials run (Ray's hand-off, a
   worker's start and imports), teardown (the last trial's end to exit).
+- `handoff_s_by_quarter`: the median time from a trial's run's end to the next trial's start on
+  the same worker, in each quarter of the sweep: flat when the driver's work per trial does not
+  grow with the trials before it (run with `--trials 300` to see it).
 
 Targets: `compute_share` >= 0.5 at 1 epoch and >= 0.85 at 10; `overhead_per_trial_s` <= 1.0.
 
@@ -26,7 +29,8 @@ under `warm_process` (the median run by wall time), against the same targets. `-
 seconds before each timed one (a notebook's user between cells).
 
     .venv/bin/python benchmarks/sweep_throughput.py [--json] [--trials N] [--concurrent N]
-        [--epochs 1,10] [--warm N [--pause S]] [--subset N] [--dataset NAME] [--data-dir DIR]
+        [--rounds R] [--epochs 1,10] [--warm N [--pause S]] [--subset N] [--dataset NAME]
+        [--data-dir DIR]
 
 With --json, stdout carries exactly one JSON object; everything else goes to stderr.
 `gpu_packing.py` imports this script's helpers to time sweeps on a GPU.
@@ -36,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +57,7 @@ methods:
   magnitude:
     criterion: global
     sparsity: {low: 0.5, high: 0.95}
-    rounds: 1
+    rounds: ROUNDS
     retrain_epochs: RETRAIN_EPOCHS
 """
 MODEL = "lenet300"
@@ -133,15 +139,15 @@ def timed_sweep(sweep, space, dense, splits, console) -> dict:
     }
 
 
-def space_text(epochs: int) -> str:
-    return SPACE.replace("RETRAIN_EPOCHS", str(epochs))
+def space_text(epochs: int, rounds: int = 1) -> str:
+    return SPACE.replace("RETRAIN_EPOCHS", str(epochs)).replace("ROUNDS", str(rounds))
 
 
 def timed_cli_sweep(args, scratch: Path, epochs: int, cache: Path) -> dict:
     """`sparsetune search` in a new process over the fixed space with `epochs` of retraining,
     timed from launch to exit; then what its MLflow store says about where the time went."""
     space = scratch / f"space-{epochs}.yaml"
-    space.write_text(space_text(epochs))
+    space.write_text(space_text(epochs, args.rounds))
     out = scratch / f"sweep-{epochs}"
     command = [
         sys.executable, "-m", "sparsetune.cli", "search",
@@ -170,7 +176,7 @@ def timed_warm_sweeps(args, scratch: Path, epochs: int, cache: Path) -> dict:
     import sparsetune
 
     space = scratch / f"space-{epochs}.yaml"
-    space.write_text(space_text(epochs))
+    space.write_text(space_text(epochs, args.rounds))
     data = {"data_dir": args.data_dir} if args.data_dir else {}
     runs = []
     with sparsetune.session(gpus=0):
@@ -215,6 +221,8 @@ def breakdown(out: Path, experiment: str, launched: float, exited: float, args) 
     )
     slots = args.concurrent
     cores = available_cores()
+    handoffs = handoff_gaps(trials)
+    quarter = max(1, len(handoffs) // 4)
     # Slot-seconds (a slot: one trial at a time), so that the rows add up to concurrent x wall.
     table = {
         "start-up (launch to the first trial)": slots * (first - launched),
@@ -231,7 +239,27 @@ def breakdown(out: Path, experiment: str, launched: float, exited: float, args) 
         "overhead_per_trial_s": (slots * wall - compute) / len(trials),
         "compute_s": compute,
         "breakdown_s": table,
+        # Does a trial's hand-off grow with the sweep (the driver's work per result)?
+        "handoff_s_by_quarter": [
+            statistics.median(handoffs[start : start + quarter])
+            for start in range(0, quarter * 4, quarter)
+            if handoffs[start : start + quarter]
+        ],
     }
+
+
+def handoff_gaps(trials) -> list[float]:
+    """Seconds from each trial's run's end to the next trial's start on the same worker, in
+    the order the next trials started: the driver's and Ray's hand-off between two trials."""
+    by_worker: dict[str, list] = {}
+    for run in sorted(trials, key=lambda r: r.info.start_time):
+        by_worker.setdefault(run.data.tags.get("worker", ""), []).append(run)
+    gaps = [
+        (after.info.start_time, (after.info.start_time - before.info.end_time) / 1000)
+        for runs in by_worker.values()
+        for before, after in itertools.pairwise(runs)
+    ]
+    return [gap for _, gap in sorted(gaps)]
 
 
 def run(args: argparse.Namespace, scratch: Path) -> dict:
@@ -289,6 +317,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         **({"warm_process": warm} if warm else {}),
         "cores": available_cores(),
         "trials": args.trials,
+        "rounds": args.rounds,
         "concurrent": args.concurrent,
         "train_examples": len(splits.train),
         "model": MODEL,
@@ -314,6 +343,12 @@ def report(result: dict) -> str:
         lines.append(row(key, [f"{arms[n]['breakdown_s'][key]:.1f}" for n in names]))
     for key in ("wall_s", "compute_share", "overhead_per_trial_s", "workers"):
         lines.append(row(key, [f"{arms[n][key]:.3g}" for n in names]))
+    lines.append(
+        row(
+            "hand-off between trials, median by quarter (s)",
+            [" / ".join(f"{gap:.3f}" for gap in arms[n]["handoff_s_by_quarter"]) for n in names],
+        )
+    )
     for name, arm in result.get("warm_process", {}).items():
         lines.append(
             f"in this process, Ray kept up, {name} epoch(s): median {arm['wall_s']:.1f} s wall "
@@ -338,6 +373,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--trials", type=int, default=16, help="trials per sweep (default 16)")
     parser.add_argument("--concurrent", type=int, default=2, help="trials at a time (default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="pruning rounds of each trial, each one report (default 1)",
+    )
     parser.add_argument(
         "--epochs",
         type=lambda text: [int(e) for e in text.split(",")],
@@ -364,6 +405,8 @@ def main() -> None:
         parser.error(f"--pause must be 0 or more (got {args.pause})")
     if args.trials < 2:
         parser.error(f"--trials must be at least 2 (got {args.trials})")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1 (got {args.rounds})")
     run_and_print(args, run, report, "sweep-throughput-")
 
 

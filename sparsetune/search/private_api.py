@@ -17,9 +17,10 @@ major version is refused at once, attributes or not, since their meaning may hav
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from importlib.metadata import version
 from typing import Any
@@ -100,6 +101,48 @@ def set_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
     study's storage (`study._storage`) and the trial's storage id (`FrozenTrial._trial_id`)."""
     storage = _get("optuna", study, "_storage")
     storage.set_trial_user_attr(_get("optuna", trial, "_trial_id"), key, value)
+
+
+def set_trial_attrs(
+    trial: Any, user_attrs: Mapping[str, Any], constraints: Mapping[str, float]
+) -> None:
+    """Set user attributes and constraint values on a live `optuna.Trial`, as its
+    `set_user_attr` and `set_constraint` would, in one transaction where the study's storage is
+    relational (`RDBStorage`, behind Optuna's cache): one commit and session, not one or two per
+    attribute (on SQLite 12 ms a trial became 4; a sweep's driver pays it for every trial).
+    Other storages take one call each. Reaches `_CachedStorage._backend`,
+    `RDBStorage._set_trial_attr_without_commit`, the storage's session maker and the constraints'
+    system attribute key."""
+    import optuna
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb import storage as rdb
+    from optuna.study import _constrained_optimization as constrained
+
+    constraint_key = _get("optuna", constrained, "_CONSTRAINTS_KEY", "optuna.study")
+    values = {}
+    for name, value in constraints.items():
+        value = float(value)
+        if math.isnan(value):  # as set_constraint refuses it
+            raise ValueError(f"Attempted to set a constraint for {name!r}, but NaN is not allowed.")
+        values[f"{constraint_key}:{name}"] = value
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        for key, value in user_attrs.items():
+            trial.set_user_attr(key, value)
+        for name, value in constraints.items():
+            trial.set_constraint(name, value)
+        return
+    trial_id = _get("optuna", trial, "_trial_id")
+    write = _get("optuna", backend, "_set_trial_attr_without_commit")
+    scoped = _get("optuna", rdb, "_create_scoped_session", "optuna.storages._rdb.storage")
+    with scoped(_get("optuna", backend, "scoped_session")) as session:
+        for key, value in user_attrs.items():
+            write(session, models.TrialUserAttributeModel, trial_id, key, value)
+        for key, value in values.items():
+            write(session, models.TrialSystemAttributeModel, trial_id, key, value)
+    cached = _get("optuna", trial, "_cached_frozen_trial")  # what the live trial shows
+    cached.user_attrs.update(user_attrs)
+    cached.system_attrs.update(values)
 
 
 # -- Ray Tune's Tuner -------------------------------------------------------------------------

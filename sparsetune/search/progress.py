@@ -19,7 +19,7 @@ from sparsetune.report.live import is_live, progress_bar
 from sparsetune.results import ROUND_METRICS
 from sparsetune.search.hypervolume import hypervolume
 from sparsetune.search.objectives import Objective
-from sparsetune.search.pareto import pareto_front
+from sparsetune.search.pareto import ParetoFront
 from sparsetune.search.space import params_from_flat
 from sparsetune.train.loop import duration
 
@@ -72,13 +72,26 @@ class SweepProgress(Callback):
         self._finished_before = 0  # trials a resumed sweep had finished: not this run's pace
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        # The front and the (trial, round) keys of `rows`, kept up to date as rows arrive (every
+        # report reads the front: recomputing it over all rows grew with the sweep); rebuilt
+        # from `rows` when None (restored state, a round reported again).
+        self._front: ParetoFront | None = None
+        self._row_keys: set[tuple[str, Any]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the Tuner's callbacks with its state; a console and a live bar hold locks.
-        return {**self.__dict__, "console": None, "_bar": None, "_task": None}
+        return {
+            **self.__dict__,
+            "console": None,
+            "_bar": None,
+            "_task": None,
+            "_front": None,
+            "_row_keys": None,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._front = self._row_keys = None  # state saved by an older sparsetune lacks them
         self.console = Console(stderr=True)
 
     # Saved with Ray's experiment state and given back when a sweep is resumed, so that the
@@ -93,6 +106,7 @@ class SweepProgress(Callback):
         for key in self.STATE_KEYS:
             if key in state:
                 setattr(self, key, state[key])
+        self._front = self._row_keys = None
         self._finished_before = len(self.done) + len(self.failures)
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
@@ -130,10 +144,16 @@ class SweepProgress(Callback):
         }
         # A trial restarted from a checkpoint may report a round again (a schedule that cannot
         # continue mid-way runs from the start): the newer report of a round replaces the older.
-        self.rows = [
-            r for r in self.rows if (r["trial_id"], r["round"]) != (trial.trial_id, row["round"])
-        ]
+        key = (trial.trial_id, row["round"])
+        if self._row_keys is None:
+            self._row_keys = {(r["trial_id"], r["round"]) for r in self.rows}
+        if key in self._row_keys:
+            self.rows = [r for r in self.rows if (r["trial_id"], r["round"]) != key]
+            self._front = None  # the replaced report may be on it
+        self._row_keys.add(key)
         self.rows.append(row)
+        if self._front is not None and row["feasible"]:
+            self._front.add(row)
         self._print()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -159,8 +179,13 @@ class SweepProgress(Callback):
 
     # -- views --------------------------------------------------------------------------
     def front(self) -> list[dict[str, Any]]:
-        feasible = [row for row in self.rows if row["feasible"]]
-        return pareto_front(feasible, self.objective.metrics, self.objective.modes)
+        """The feasible rows no other feasible row dominates, best first in the first metric."""
+        if self._front is None:
+            self._front = ParetoFront(self.objective.metrics, self.objective.modes)
+            for row in self.rows:
+                if row["feasible"]:
+                    self._front.add(row)
+        return self._front.points()
 
     def hypervolume(self, front: list[dict[str, Any]] | None = None) -> float:
         front = self.front() if front is None else front

@@ -103,10 +103,9 @@ class SweepSearch(OptunaSearch):
                 self._tell_earlier_rounds(trial_id, trial, last)
             return
         if self._objective is not None and trial is not None and result:
-            for name, violation in self._objective.constraints(result).items():
-                trial.set_constraint(name, violation)
-            for key, value in self._record_attrs(trial_id, result).items():
-                trial.set_user_attr(key, value)
+            private_api.set_trial_attrs(
+                trial, self._record_attrs(trial_id, result), self._objective.constraints(result)
+            )
         super().on_trial_complete(trial_id, result, error)
         if trial is not None:
             self._tell_earlier_rounds(trial_id, trial, last)

@@ -61,6 +61,31 @@ def test_a_running_trial_gets_a_user_attribute_from_outside(searcher):
     assert study.trials[0].user_attrs["sparsetune_lost"] == "a reason"
 
 
+@pytest.mark.parametrize("storage", ["sqlite", "memory"])
+def test_attributes_set_at_once_are_those_set_one_by_one(tmp_path, storage):
+    """The same user attributes and constraints (which Optuna's samplers read) as the trial's
+    own `set_user_attr` and `set_constraint` give: on SQLite in one transaction, in memory one
+    call each."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}" if storage == "sqlite" else None
+    study = optuna.create_study(storage=url, directions=["maximize", "maximize"])
+    attrs = {"run_id": "r1", "round": 3, "feasible": True, "ray_trial_id": "t1"}
+    constraints = {"accuracy_floor": -0.25, "max_drop": 0.5}
+    one_by_one, at_once = study.ask(), study.ask()
+    for key, value in attrs.items():
+        one_by_one.set_user_attr(key, value)
+    for name, value in constraints.items():
+        one_by_one.set_constraint(name, value)
+    private_api.set_trial_attrs(at_once, attrs, constraints)
+    assert at_once.user_attrs == one_by_one.user_attrs == attrs
+    for trial in (one_by_one, at_once):
+        study.tell(trial, [0.9, 10.0])
+    first, second = study.get_trials()
+    assert (second.user_attrs, second.system_attrs) == (first.user_attrs, first.system_attrs)
+    assert second.constraints == constraints
+    with pytest.raises(ValueError, match="NaN"):
+        private_api.set_trial_attrs(study.ask(), {}, {"accuracy_floor": float("nan")})
+
+
 def test_a_tuners_configs_are_read_and_replaced(tmp_path):
     tuner = tune.Tuner(
         lambda config: None,

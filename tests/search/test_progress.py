@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
+import random
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ from rich.console import Console
 from sparsetune.report.results import write_pareto_json, write_trials_csv
 from sparsetune.results import FRONT_FIELDS, ROUND_METRICS, ROW_FIELDS, RoundMetrics
 from sparsetune.search.objectives import resolve_objective
+from sparsetune.search.pareto import pareto_front
 from sparsetune.search.progress import SweepProgress
 
 ROUND = RoundMetrics(
@@ -75,3 +78,39 @@ def test_rows_and_front_carry_the_memory_footprint_to_the_files(tmp_path):
     (point,) = json.loads((tmp_path / "pareto.json").read_text())["front"]
     assert tuple(point) == FRONT_FIELDS
     assert point["memory_footprint_bytes"] == 170_432
+
+
+def _report(progress, trial_id, round_index, val_acc, compression):
+    trial = SimpleNamespace(trial_id=trial_id, config={"method": "magnitude"})
+    metrics = ROUND.metrics() | {"round": round_index, "val_acc": val_acc}
+    progress.on_trial_result(0, [], trial, metrics | {"compression": compression})
+
+
+def _front_of_rows(progress):
+    feasible = [row for row in progress.rows if row["feasible"]]
+    return pareto_front(feasible, progress.objective.metrics, progress.objective.modes)
+
+
+def test_the_running_front_is_the_front_of_the_rows_through_replays_and_a_restore():
+    progress = _progress()
+    rng = random.Random(0)
+    for index in range(60):
+        trial_id = f"t{rng.randint(0, 14)}"
+        # A trial restarted from a checkpoint reports a round again: its newer report replaces
+        # the older, which may have been on the front.
+        round_index = rng.randint(1, 3)
+        _report(progress, trial_id, round_index, rng.uniform(0.1, 0.99), rng.uniform(1, 100))
+        assert progress.front() == _front_of_rows(progress), index
+    assert len(progress.rows) == len({(r["trial_id"], r["round"]) for r in progress.rows})
+
+    # A resumed sweep: the state saved with Ray's experiment, in a new callback, then more rows.
+    restored = _progress()
+    assert restored.front() == []  # read before the state arrives: it must not stay empty
+    restored.set_state(pickle.loads(pickle.dumps(progress.get_state())))
+    assert restored.front() == _front_of_rows(progress)
+    unpickled = pickle.loads(pickle.dumps(progress))
+    _report(restored, "t0", 1, 0.995, 200.0)
+    _report(unpickled, "t0", 1, 0.995, 200.0)
+    assert restored.front() == _front_of_rows(restored)
+    assert unpickled.front() == _front_of_rows(unpickled)
+    assert restored.front()[0]["compression"] == 200.0
