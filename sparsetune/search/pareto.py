@@ -1,9 +1,9 @@
 """Non-dominated points, over every (trial, round) a sweep reported.
 
-`pareto_front` sorts once and compares each point with the front found so far, not with every
-other point: a long sweep's thousands of rows cost milliseconds, where comparing all pairs
-grew with the square of the rows on every report. `ParetoFront` keeps a front up to date as
-points arrive, for the sweep's live progress."""
+`ParetoFront` keeps a front up to date as points arrive, comparing each new point with the front
+only (a point dominated by any earlier point is dominated by one on the front): a long sweep's
+live progress pays that per report, where comparing all pairs grew with the rows. `pareto_front`
+is the same over a whole list."""
 
 from __future__ import annotations
 
@@ -37,26 +37,15 @@ def pareto_front(
 ) -> list[Mapping[str, Any]]:
     """The points no other point dominates, best first in the first metric. Exact duplicates
     keep their first occurrence; points with a missing or NaN metric never enter."""
-    valid = [p for p in points if _valid(p, metrics)]
-    # Best first, lexicographically (a stable sort: equal points keep their order). A point's
-    # dominators all sort before it, and if any does, one on the front does (the dominance
-    # chain ends there): so each point needs comparing with the front found so far only.
-    ranked = sorted(
-        ((_oriented(p, metrics, modes), p) for p in valid), key=lambda pair: pair[0], reverse=True
-    )
-    front: list[tuple[tuple, Mapping[str, Any]]] = []
-    for key, point in ranked:
-        if front and front[-1][0] == key:  # an exact duplicate sorts right after its first
-            continue
-        if not any(dominates(other, key) for other, _ in front):
-            front.append((key, point))
-    return [point for _, point in front]
+    front = ParetoFront(metrics, modes)
+    for point in points:
+        front.add(point)
+    return front.points()
 
 
 class ParetoFront:
-    """The front of the points added so far, kept up to date one point at a time: the same
-    points, in the same order, as `pareto_front` over all of them, at the cost of comparing
-    each new point with the front only."""
+    """The front of the points added so far, best first in the first metric; of exact
+    duplicates the first added stays."""
 
     def __init__(self, metrics: Sequence[str], modes: Sequence[str]):
         self.metrics, self.modes = tuple(metrics), tuple(modes)
