@@ -100,7 +100,7 @@ class SweepSearch(OptunaSearch):
             # Told before the driver was killed (see `restore`): a study trial ends once. A kill
             # between that tell and its earlier rounds' left those out; add what the study lacks.
             if trial is not None:
-                self._tell_earlier_rounds(trial_id, trial, last)
+                self._tell_earlier_rounds(trial_id, trial, last, told_before=True)
             return
         if self._objective is not None and trial is not None and result:
             private_api.set_trial_attrs(
@@ -108,7 +108,7 @@ class SweepSearch(OptunaSearch):
             )
         super().on_trial_complete(trial_id, result, error)
         if trial is not None:
-            self._tell_earlier_rounds(trial_id, trial, last)
+            self._tell_earlier_rounds(trial_id, trial, last, told_before=False)
 
     def _remember(self, trial_id: str, result: dict) -> None:
         if result.get("round") is None:
@@ -134,22 +134,32 @@ class SweepSearch(OptunaSearch):
             attrs["feasible"] = self._objective.feasible(result)
         return attrs | {"ray_trial_id": trial_id}
 
-    def _tell_earlier_rounds(self, trial_id: str, trial: optuna.Trial, last: Any) -> None:
+    def _tell_earlier_rounds(
+        self, trial_id: str, trial: optuna.Trial, last: Any, *, told_before: bool
+    ) -> None:
         """Each round of the trial but the one its own Optuna trial holds (`last`; None when
-        the trial failed: then every round it reported) as a COMPLETE trial (`rounds.py`)."""
+        the trial failed: then every round it reported) as a COMPLETE trial (`rounds.py`).
+        They are added only after the trial's own tell, so the study holds some already only
+        for a trial `told_before` (a kill came between the two): only then is it searched for
+        them, a search through every trial of the study."""
         rounds = self._rounds.pop(trial_id, {})
         flat = self._configs.pop(trial_id, None)
-        if self._objective is None or not rounds:
+        earlier = {index: result for index, result in rounds.items() if index != last}
+        if self._objective is None or not earlier:
             return
         study = private_api.searcher_study(self)
-        told = {
-            t.user_attrs.get("round")
-            for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("ray_trial_id") == trial_id
-        }
+        told = (
+            {
+                t.user_attrs.get("round")
+                for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("ray_trial_id") == trial_id
+            }
+            if told_before
+            else set()
+        )
         method_name, method = method_of(flat) if flat else (None, None)
-        for round_index, result in sorted(rounds.items()):
-            if round_index == last or round_index in told:
+        for round_index, result in sorted(earlier.items()):
+            if round_index in told:
                 continue
             added = round_trial(
                 trial.params,

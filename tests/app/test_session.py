@@ -53,6 +53,7 @@ with sparsetune.session(gpus=0):
 report["ray_up_after_session"] = ray.is_initialized()
 report["starts"]["alone"] = time.time()
 sweep("alone")
+report["ray_up_after_alone"] = ray.is_initialized()
 ray.init(num_cpus=1, include_dashboard=False)
 try:
     with sparsetune.session(gpus=0):
@@ -74,6 +75,7 @@ def test_sweeps_in_a_session_start_in_readied_workers_with_the_same_numbers(tmp_
     assert report["ray_up_after_first"] and report["ray_up_after_second"]  # kept up
     assert report["nested_up"] and report["up_after_nested"]
     assert not report["ray_up_after_session"]  # the session stopped its Ray
+    assert not report["ray_up_after_alone"]  # down when the call returns, its results written
     assert report["address_refused"].startswith("address=auto: the sweeps of sparsetune.session()")
     assert not (tmp_path / "cluster").exists()
     assert report["ray_already_up"].startswith("Ray is already running in this process")

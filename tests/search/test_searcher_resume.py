@@ -60,7 +60,7 @@ class Killed(Exception):
     """The driver's SIGKILL, at one chosen point."""
 
 
-@pytest.mark.parametrize("kill_after", ["the trial's tell", "nothing"])
+@pytest.mark.parametrize("kill_after", ["the trial's tell", "its first earlier round", "nothing"])
 def test_each_round_reaches_the_study_once_when_the_driver_is_killed_at_the_end(
     tmp_path, kill_after
 ):
@@ -81,6 +81,19 @@ def test_each_round_reaches_the_study_once_when_the_driver_is_killed_at_the_end(
         with pytest.raises(Killed):
             first.on_trial_complete("t1", rounds[2])
         assert rounds_in_study(first, "t1") == [3]
+    elif kill_after == "its first earlier round":
+        study, added = searcher_study(first), []
+
+        def add_trial(trial):
+            if added:
+                raise Killed  # the kill: rounds 3 and 1 told, round 2 not
+            added.append(trial)
+            optuna.Study.add_trial(study, trial)
+
+        study.add_trial = add_trial
+        with pytest.raises(Killed):
+            first.on_trial_complete("t1", rounds[2])
+        assert rounds_in_study(first, "t1") == [1, 3]
 
     # The resumed driver: Ray's saved searcher, then the trial's end (Ray runs it again from its
     # checkpoint, or on to its end), told twice as a trial Ray restarts twice would be.
