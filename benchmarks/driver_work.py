@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/driver_work.py            # a table on stdout (about a minute)
     .venv/bin/python benchmarks/driver_work.py --json     # one JSON object on stdout
-    .venv/bin/python benchmarks/driver_work.py --reports 1000,5000,20000
+    .venv/bin/python benchmarks/driver_work.py --reports 1000,5000,20000 --finished 300,3000
 
 Every report of every trial reaches the driver, which updates the live progress (the front and
 its hypervolume: `SweepProgress`), and every finished trial is told to the Optuna study with the
@@ -16,6 +16,10 @@ on the cores the trials train on. Here, in this process, with no Ray:
 - attributes: a study on SQLite (`--trials` trials), each trial's 5 record attributes and its
   constraint set one by one (`Trial.set_user_attr`, `set_constraint`) or at once
   (`private_api.set_trial_attrs`), the median per trial.
+- results: when the sweep ends, its results on the MLflow parent run (`log_results`: the counts,
+  the hypervolume curve with a point per finished trial, the front's run ids, the result files)
+  for sweeps of `--finished` trials, on SQLite: the median of 3. It runs once, after the last
+  trial, while the user waits.
 
 Both are printed against a plain PyTorch loop run here: `train_steps` is how many SGD steps of
 LeNet-300-100 on a batch of 128 (one core) take as long.
@@ -136,6 +140,26 @@ def attributes_per_trial(trials: int, scratch: Path) -> dict:
     }
 
 
+def results_at_end(trials: int, scratch: Path) -> dict:
+    from sparsetune.search.records import log_results
+    from sparsetune.tracking.mlflow_store import MlflowStore
+
+    curve = [{"trials_done": n, "hypervolume": n / trials} for n in range(1, trials + 1)]
+    counts = {"front_size": 12, "trials_finished": trials, "trials_failed": 0}
+    times = []
+    for attempt in range(3):
+        folder = scratch / f"results-{trials}-{attempt}"
+        folder.mkdir()
+        for name in ("pareto.json", "trials.csv"):
+            (folder / name).write_text("{}")
+        store = MlflowStore.open(f"sqlite:///{folder / 'mlflow.db'}", "end", folder / "art")
+        records = SimpleNamespace(parent=store.start_run("sweep"), sweep_dir=folder)
+        start = time.perf_counter()
+        log_results(records, [{"run_id": "0" * 32}], counts, curve, curve[-1])
+        times.append(time.perf_counter() - start)
+    return {"trials": trials, "seconds": statistics.median(times)}
+
+
 def run(args: argparse.Namespace) -> dict:
     step = train_step_seconds()
     log(f"plain PyTorch loop: {1000 * step:.2f} ms per LeNet-300-100 step (batch 128, 1 thread)")
@@ -147,12 +171,20 @@ def run(args: argparse.Namespace) -> dict:
         progress.append(row)
     with tempfile.TemporaryDirectory(prefix="driver-work-") as scratch:
         attributes = attributes_per_trial(args.trials, Path(scratch))
+        results = [results_at_end(trials, Path(scratch)) for trials in args.finished]
+    for row in results:
+        row["train_steps"] = row["seconds"] / step
     for key in ("ms_one_by_one", "ms_at_once"):
         value = attributes[key]
         attributes[key.replace("ms", "train_steps")] = (
             None if value is None else value / (1000 * step)
         )
-    return {"train_step_ms": 1000 * step, "progress": progress, "attributes": attributes}
+    return {
+        "train_step_ms": 1000 * step,
+        "progress": progress,
+        "attributes": attributes,
+        "results": results,
+    }
 
 
 def report(result: dict) -> str:
@@ -177,6 +209,13 @@ def report(result: dict) -> str:
     lines.append(
         f"Optuna attributes a trial ({attributes['trials']} trials on SQLite): " + ", ".join(ways)
     )
+    lines.append(
+        "Results on the parent run at the end: "
+        + ", ".join(
+            f"{row['trials']} trials {row['seconds']:.3f} s ({row['train_steps']:.0f} steps)"
+            for row in result["results"]
+        )
+    )
     return "\n".join(lines)
 
 
@@ -192,11 +231,19 @@ def main() -> None:
     parser.add_argument(
         "--trials", type=int, default=200, help="trials told to the study (default 200)"
     )
+    parser.add_argument(
+        "--finished",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[16, 300, 1000],
+        help="finished trials of the sweeps whose results are logged (default 16,300,1000)",
+    )
     args = parser.parse_args()
     if any(n < 500 for n in args.reports):
         parser.error(f"--reports must each be at least 500 (got {args.reports})")
     if args.trials < 1:
         parser.error(f"--trials must be at least 1 (got {args.trials})")
+    if any(n < 1 for n in args.finished):
+        parser.error(f"--finished must each be at least 1 (got {args.finished})")
     with contextlib.redirect_stdout(sys.stderr):
         result = run(args)
     print(json.dumps(result, indent=2) if args.json else report(result), flush=True)

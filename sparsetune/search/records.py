@@ -127,15 +127,16 @@ def log_results(
 ) -> None:
     """The results on the parent run: `counts` as metrics, the hypervolume as a curve over
     trials done (ending at `final`), the front's run ids as a tag, the result files."""
-    parent = records.parent
-    parent.log_metrics(counts)
-    for entry in hypervolume_history:  # a curve in the MLflow UI: step = trials done
-        parent.log_metrics({"hypervolume": entry["hypervolume"]}, step=int(entry["trials_done"]))
-    if not hypervolume_history or hypervolume_history[-1] != final:
-        # the run page shows the last step's value
-        parent.log_metrics({"hypervolume": final["hypervolume"]}, step=int(final["trials_done"]))
-    parent.set_tags({"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]})
-    parent.log_files([records.sweep_dir / "pareto.json", records.sweep_dir / "trials.csv"])
+    # A curve in the MLflow UI, step = trials done, one point a step: the run page shows the
+    # last step's value, so `final` replaces a point of its step.
+    curve = {int(entry["trials_done"]): entry["hypervolume"] for entry in hypervolume_history}
+    curve[int(final["trials_done"])] = final["hypervolume"]
+    records.parent.log_points(
+        [(key, value, 0) for key, value in counts.items()]
+        + [("hypervolume", value, step) for step, value in sorted(curve.items())],
+        tags={"pareto_run_ids": ",".join(sorted({str(r["run_id"]) for r in front}))[:5000]},
+    )
+    records.parent.log_files([records.sweep_dir / "pareto.json", records.sweep_dir / "trials.csv"])
 
 
 def drop_lost_child_runs(records: SweepRecords, known: set[str]) -> None:

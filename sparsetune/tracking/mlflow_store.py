@@ -60,12 +60,21 @@ def _tags(values: Mapping[str, Any]) -> list[RunTag]:
 
 
 def _metrics(values: Mapping[str, Any], step: int) -> list[Metric]:
+    return _points((key, value, step) for key, value in values.items())
+
+
+def _points(points: Iterable[tuple[str, Any, int]]) -> list[Metric]:
+    """(key, value, step) as MLflow metrics, leaving out what is not a finite number."""
     now = int(time.time() * 1000)
     return [
         Metric(k, float(v), now, step)
-        for k, v in values.items()
+        for k, v, step in points
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     ]
+
+
+# What one `log_batch` request may carry: metrics, params and tags together (MLflow refuses more).
+MAX_BATCH = 1000
 
 
 class MlflowRun:
@@ -90,6 +99,18 @@ class MlflowRun:
         batch, tagged = _metrics(metrics, step), _tags(tags or {})
         if batch or tagged:
             self.client.log_batch(self.run_id, metrics=batch, tags=tagged)
+
+    def log_points(
+        self, points: Iterable[tuple[str, Any, int]], tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """Metric points (key, value, step), a curve's whole history at once, and any `tags`,
+        in as few requests as MLflow takes: a sweep's hypervolume curve has a point per trial,
+        and a request per point cost a 300-trial sweep a second at its end."""
+        batch, tagged = _points(points), _tags(tags or {})
+        while batch or tagged:
+            room = MAX_BATCH - len(tagged)
+            self.client.log_batch(self.run_id, metrics=batch[:room], tags=tagged)
+            batch, tagged = batch[room:], []
 
     def log_files(self, files: Iterable[Path], artifact_path: str | None = None) -> None:
         for path in files:
