@@ -73,8 +73,9 @@ def _points(points: Iterable[tuple[str, Any, int]]) -> list[Metric]:
     ]
 
 
-# What one `log_batch` request may carry: metrics, params and tags together (MLflow refuses more).
+# What one `log_batch` request may carry (MLflow refuses more): entities in all, and tags.
 MAX_BATCH = 1000
+MAX_BATCH_TAGS = 100
 
 
 class MlflowRun:
@@ -108,9 +109,10 @@ class MlflowRun:
         and a request per point cost a 300-trial sweep a second at its end."""
         batch, tagged = _points(points), _tags(tags or {})
         while batch or tagged:
-            room = MAX_BATCH - len(tagged)
-            self.client.log_batch(self.run_id, metrics=batch[:room], tags=tagged)
-            batch, tagged = batch[room:], []
+            now, tagged = tagged[:MAX_BATCH_TAGS], tagged[MAX_BATCH_TAGS:]
+            room = MAX_BATCH - len(now)
+            self.client.log_batch(self.run_id, metrics=batch[:room], tags=now)
+            batch = batch[room:]
 
     def log_files(self, files: Iterable[Path], artifact_path: str | None = None) -> None:
         for path in files:

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sparsetune.search.records import log_results
-from sparsetune.tracking.mlflow_store import MAX_BATCH, MlflowRun, MlflowStore
+from sparsetune.tracking.mlflow_store import MAX_BATCH, MAX_BATCH_TAGS, MlflowRun, MlflowStore
 
 
 @pytest.fixture
@@ -49,6 +49,16 @@ def test_points_go_in_requests_of_at_most_mlflows_batch(parent, monkeypatch):
     assert recorded.metrics == {"front_size": 7, "hypervolume": 0.2345}  # latest: the last step
     assert recorded.tags["note"] == "a" and recorded.tags["other"] == "b"
     assert "broken" not in recorded.metrics
+
+
+def test_more_tags_than_a_request_takes_go_in_several(parent, monkeypatch):
+    sizes = requests_of(parent, monkeypatch)
+    tags = {f"tag{index}": str(index) for index in range(MAX_BATCH_TAGS * 2 + 5)}
+    parent.log_points([("hypervolume", 0.5, step) for step in range(1_500)], tags=tags)
+    assert sizes == [MAX_BATCH, MAX_BATCH_TAGS + 600, 5]  # 900 + 600 metrics, then the tags left
+    recorded = parent.client.get_run(parent.run_id).data
+    assert {key: recorded.tags[key] for key in tags} == tags
+    assert len(history(parent, "hypervolume")) == 1_500
 
 
 def test_nothing_to_log_sends_nothing(parent, monkeypatch):
