@@ -148,15 +148,13 @@ class SweepSearch(OptunaSearch):
         if self._objective is None or not earlier:
             return
         study = private_api.searcher_study(self)
-        told = (
-            {
+        told: set[Any] = set()
+        if told_before:
+            told = {
                 t.user_attrs.get("round")
                 for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("ray_trial_id") == trial_id
             }
-            if told_before
-            else set()
-        )
         method_name, method = method_of(flat) if flat else (None, None)
         for round_index, result in sorted(earlier.items()):
             if round_index in told:

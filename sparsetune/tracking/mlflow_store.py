@@ -109,9 +109,9 @@ class MlflowRun:
         and a request per point cost a 300-trial sweep a second at its end."""
         batch, tagged = _points(points), _tags(tags or {})
         while batch or tagged:
-            now, tagged = tagged[:MAX_BATCH_TAGS], tagged[MAX_BATCH_TAGS:]
-            room = MAX_BATCH - len(now)
-            self.client.log_batch(self.run_id, metrics=batch[:room], tags=now)
+            request_tags, tagged = tagged[:MAX_BATCH_TAGS], tagged[MAX_BATCH_TAGS:]
+            room = MAX_BATCH - len(request_tags)
+            self.client.log_batch(self.run_id, metrics=batch[:room], tags=request_tags)
             batch = batch[room:]
 
     def log_files(self, files: Iterable[Path], artifact_path: str | None = None) -> None:
