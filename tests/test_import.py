@@ -5,12 +5,12 @@ Each check runs in a fresh interpreter: this test process has long since importe
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from python_script import script_json
 
 HEAVY = ("torch", "ray", "optuna", "mlflow", "torchvision")
 
@@ -21,9 +21,7 @@ def loaded_after(statements: str) -> list[str]:
         f"{statements}\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return script_json(code)
 
 
 def test_the_check_sees_a_heavy_import():

@@ -130,7 +130,7 @@ def check_device(device: str) -> None:
 
 def check_resources(sweep: SweepConfig) -> None:
     """One trial's `--cpus-per-trial` and `--gpus-per-trial` fit one machine: this one for a
-    local Ray (sized as `search.tuner.start_ray` sizes it: every CPU, the GPUs unless --device
+    local Ray (sized as `search.local_ray` sizes it: every CPU, the GPUs unless --device
     cpu), else the largest live node of the `--address` cluster (joined after `check_cluster`).
     Ray would otherwise queue the trials for a placement it can never make, a silent hang.
     Under Ray Client the cluster's scheduler answers for itself."""

@@ -202,7 +202,8 @@ def run_checked(
     sweep folder's lock, its first write, held until the sweep ends; and SIGINT and SIGTERM
     stop the sweep resumable (`SweepInterrupted`, saying how to continue: `command`). `notes`
     (where the space came from, what it lost to this run, --enqueue points skipped) are said
-    once every check has passed, so that a refusal stays one line."""
+    once every check has passed, so that a refusal stays one line. A sweep that starts its own
+    Ray starts it first, before loading the sweep's modules (`local_ray.started_early`)."""
     command = command or SweepCommand.search(sweep.sweep_dir, resumed=False)
     through_client = is_ray_client(sweep.address)
     if not through_client:  # under Ray Client the data and devices are the cluster's
@@ -216,7 +217,7 @@ def run_checked(
     check_resources(sweep)
     for note in notes:
         say(console, note)
-    from sparsetune.search.sweep import prepare_dense, run_sweep
+    from sparsetune.search.local_ray import started_early
     from sparsetune.train.loop import TrainingDiverged
 
     try:
@@ -231,9 +232,12 @@ def run_checked(
             from sparsetune.search.interrupt import StopSignals
 
             with (
+                started_early(sweep) as ray_started,
                 _sweep_folder_locked(sweep.sweep_dir, unfinished, command) as unfinished,
                 StopSignals(sweep.sweep_dir, command.continue_with) as stop,
             ):
+                from sparsetune.search.sweep import prepare_dense, run_sweep
+
                 dense = prepare_dense(sweep, space, splits, console)
                 outcome = run_sweep(
                     sweep,
@@ -244,6 +248,7 @@ def run_checked(
                     enqueued=enqueued,
                     resume=unfinished,
                     stop=stop,
+                    ray_started=ray_started,
                 )
     except TrainingDiverged as error:
         cause = getattr(error, "cause", None) or error  # a Ray task's error wraps it

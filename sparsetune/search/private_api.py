@@ -18,6 +18,8 @@ major version is refused at once, attributes or not, since their meaning may hav
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import math
 import threading
 import time
@@ -201,6 +203,40 @@ def pickled_class_ids() -> list[str]:
 
 
 # -- Ray's local node -------------------------------------------------------------------------
+# The modules a process's first `ray.init` imports (about 200 with their own: Ray's usage
+# stats, the dashboard's optional dependencies with aiohttp, grpc, opentelemetry and prometheus,
+# the uv runtime-env hook), and `prestart_workers` after it (its gRPC stub and channel).
+# test_local_ray.py checks that none is left to import.
+RAY_START_MODULES = (
+    "ray._common.usage.usage_lib",
+    "ray.dashboard.optional_deps",
+    "ray._private.runtime_env.uv_runtime_env_hook",
+    "ray._private.grpc_utils",
+    "ray._private.authentication.grpc_authentication_client_interceptor",
+    "ray.core.generated.node_manager_pb2_grpc",
+    "grpc._channel",
+    "grpc._interceptor",
+    "grpc._simple_stubs",
+    "grpc.experimental",
+)
+
+
+def import_ray_start_modules() -> None:
+    """Import what `ray.init` and `prestart_workers` would import on their first call, so that
+    they import nothing while another thread of this process imports (MLflow imports
+    opentelemetry too; two threads importing one package at once can meet Python's import-lock
+    deadlock detection, which raises in one of them)."""
+    check_version("ray")
+    for name in RAY_START_MODULES:
+        if importlib.util.find_spec(name) is None:
+            package, _, module = name.rpartition(".")
+            raise _missing("ray", package, module)
+        # one whose optional dependency is missing (a minimal Ray) is left to ray.init, which
+        # goes on without it
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
 _NODE_WAIT_POLL_S = 0.02
 
 
@@ -298,11 +334,18 @@ def trial_actors_on_started_workers() -> Iterator[None]:
 
 
 # -- Ray's raylet -----------------------------------------------------------------------------
-def preloading_options(modules: Sequence[str]) -> dict[str, Any]:
-    """`ray.init` keywords for a local Ray whose Python workers import `modules` as they start,
-    before they take work (the raylet's `preload_python_modules`, through `_system_config`)."""
+def worker_options(preload: Sequence[str], own_prestart: bool = True) -> dict[str, Any]:
+    """`ray.init` keywords for a local Ray whose Python workers import `preload` as they start,
+    before they take work (the raylet's `preload_python_modules`, through `_system_config`).
+    Without `own_prestart` the raylet starts no worker ahead by itself (`enable_worker_prestart`,
+    `prestart_worker_first_driver`): those it does start belong to no job yet, and it ends one
+    that waited a second or two idle, so a trial that comes later starts a new one; the caller
+    starts them with `prestart_workers`, kept waiting."""
     check_version("ray")
-    return {"_system_config": {"preload_python_modules": list(modules)}} if modules else {}
+    config: dict[str, Any] = {"preload_python_modules": list(preload)} if preload else {}
+    if not own_prestart:
+        config |= {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+    return {"_system_config": config} if config else {}
 
 
 def prestart_workers(count: int, keep_alive_s: int) -> None:

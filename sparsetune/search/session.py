@@ -1,40 +1,31 @@
 """`sparsetune.session()`: one local Ray for several sweeps of a process, with each next sweep's
 trial workers started and loaded while nothing else runs.
 
-A sweep on its own starts Ray, and each of its trial workers is a new process that imports torch,
-Ray Tune and MLflow's store before its first batch (about 3 CPU-seconds; Ray Tune's trial actors
-end with their sweep). A session starts Ray once, with its Python workers importing those modules
-as they start (`private_api.preloading_options`), and after each sweep asks Ray for as many new
-workers as that sweep ran at once (`private_api.prestart_workers`): the next sweep's trials begin
-in processes that are ready. Only for a Ray the session starts, so never on a cluster.
+A sweep on its own starts Ray for itself, its trial workers importing torch, Ray Tune and MLflow's
+store (about 3 CPU-seconds each) while it sets up (`local_ray.started_early`), and stops it at
+its end. A session starts Ray once, with one Python worker a CPU, each importing those modules as
+it starts and kept waiting for the first sweep (`local_ray.start_local_ray`), and after each
+sweep has Ray start as many new ones as that sweep ran at once (`local_ray.start_waiting_workers`):
+the next sweep's trials begin in processes that are ready, with nothing to start. Only for a Ray
+the session starts, so never on a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import os
 import threading
 from collections.abc import Iterator
 
 import ray
 
-from sparsetune.search import private_api
-from sparsetune.search.tuner import mlflow_store_module, start_local_ray, stop_ray
-
-logger = logging.getLogger(__name__)
-
-# What a trial worker imports before its first batch. Ray logs a module that fails to import in
-# the worker's own log and goes on; the trial then imports it as it would without a session.
-TRIAL_MODULES = (
-    "torch",
-    "ray.tune",
-    "sparsetune.search.trainable",
-    "sparsetune.tracking.trial_run",
-    "mlflow.store.tracking.sqlalchemy_store",
+from sparsetune.search.local_ray import (
+    driver_modules,
+    start_local_ray,
+    start_waiting_workers,
+    stop_ray,
+    trial_modules,
 )
-# How long workers started for the next sweep wait for it. After that, Ray ends the idle ones
-# beyond one per CPU, as it does any idle worker.
-KEEP_ALIVE_S = 600
 
 _LOCK = threading.Lock()
 _active = False
@@ -61,7 +52,12 @@ def session(gpus: int) -> Iterator[None]:
             )
         else:
             nested = False
-            start_local_ray(gpus, mlflow_store_module(None), preload=TRIAL_MODULES)
+            start_local_ray(  # its first sweep's trials: at most one a CPU
+                gpus,
+                preload=trial_modules(None),
+                meanwhile=driver_modules(None),
+                workers=os.cpu_count() or 1,
+            )
             _active = True
     if nested:
         yield
@@ -77,9 +73,5 @@ def session(gpus: int) -> Iterator[None]:
 def prepare_next_sweep(workers: int) -> None:
     """Start `workers` trial workers for the session's next sweep; a no-op outside a session.
     A failure costs the next sweep its head start, never the sweep: it is logged, not raised."""
-    if not _active:
-        return
-    try:
-        private_api.prestart_workers(workers, KEEP_ALIVE_S)
-    except Exception as error:
-        logger.warning("no trial workers started ahead: %s: %s", type(error).__name__, error)
+    if _active:
+        start_waiting_workers(workers)

@@ -11,7 +11,6 @@ before this module is called; nothing here is reached with a bad config.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from sparsetune.search import private_api, session
 from sparsetune.search.choices import resolve_early_stop, resolve_sampler
 from sparsetune.search.hypervolume import describe_axes
 from sparsetune.search.interrupt import StopSignals, SweepAborted
+from sparsetune.search.local_ray import stop_ray, trial_slots
 from sparsetune.search.objectives import Objective, resolve_objective
 from sparsetune.search.options import SweepConfig
 from sparsetune.search.progress import SweepProgress
@@ -62,7 +62,6 @@ from sparsetune.search.tuner import (
     cluster_line,
     run_tuner,
     start_ray,
-    stop_ray,
 )
 from sparsetune.train.dense_cache import CachedDense, DenseCache
 from sparsetune.train.loop import EpochDone
@@ -190,6 +189,7 @@ def run_sweep(
     resume: SweepState | None = None,
     trial_gpus: float | None = None,
     stop: StopSignals | None = None,
+    ray_started: bool = False,
 ) -> SweepOutcome:
     """Run the trials over the prepared dense model; write and record the results.
 
@@ -198,12 +198,14 @@ def run_sweep(
     trial decided elsewhere (Ray Client: where the dense stage ran), instead of from
     `--gpus-per-trial` or this process's device. `stop`: the signals the caller holds
     (`interrupt.py`); a first one stops the Tuner with its state saved, writes what finished
-    and raises `SweepInterrupted`, the sweep left resumable."""
+    and raises `SweepInterrupted`, the sweep left resumable. `ray_started`: the caller has started
+    this sweep's local Ray (`local_ray.started_early`), which the sweep takes as one it started:
+    it stops it at its end."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "study created" says nothing to act on
     strategy = Strategy.resolve(sweep, space, dense, num_classes)
     stop = stop or StopSignals(sweep.sweep_dir, "", active=False)
     # Ray before the records: the driver imports their libraries while ray.init waits
-    started_ray = start_ray(sweep)
+    started_ray = ray_started or start_ray(sweep)
     in_session = session.active()  # sparsetune.session(): Ray is this process's, kept up
     stop.install()  # ray.init puts its own SIGTERM handler (sys.exit, then a C++ abort)
     ray_up = contextlib.ExitStack()  # closed once: after the Tuner, or on a failure before it
@@ -284,16 +286,10 @@ def run_sweep(
                         write=tuner_end != "not started",
                     )
                     if in_session:  # after the results: booting workers would slow _finish
-                        session.prepare_next_sweep(_slots(sweep))
+                        session.prepare_next_sweep(trial_slots(sweep))
     if ended == "interrupted":
         raise stop.stopped()
     return outcome
-
-
-def _slots(sweep: SweepConfig) -> int:
-    """How many of the sweep's trials ran at once on this machine (at most)."""
-    cpus = os.cpu_count() or 1
-    return max(1, min(sweep.max_concurrent, sweep.trials, int(cpus // sweep.cpus_per_trial)))
 
 
 _ENDS: dict[TunerEnd | None, SweepEnd] = {None: "failed", "finished": "finished"}

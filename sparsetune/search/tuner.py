@@ -4,7 +4,6 @@ and run it to the end, or until a stop signal (`interrupt.py`) ends it with its 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -12,7 +11,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import ray
-import torch
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
@@ -20,6 +18,13 @@ from ray.tune.stopper import CombinedStopper, Stopper
 
 from sparsetune.search import private_api
 from sparsetune.search.interrupt import StopSignals
+from sparsetune.search.local_ray import (
+    RAY_OPTIONS,
+    driver_modules,
+    local_gpus,
+    start_local_ray,
+    trial_slots,
+)
 from sparsetune.search.options import SweepConfig
 
 # Retries of a trial whose worker died (a node lost, the process killed): from its last round's
@@ -196,66 +201,17 @@ def cluster_line() -> str:
     )
 
 
-# What the driver imports next (the sweep's records): imported while `ray.init` waits on the
-# processes it starts, which leave a core mostly idle.
-DRIVER_MODULES = ("sparsetune.tracking.mlflow_store", "optuna.storages")
-
-
-def mlflow_store_module(tracking_uri: str | None) -> str:
-    """The MLflow store module a client of `tracking_uri` loads (the SQL one for a file)."""
-    remote = (tracking_uri or "").startswith(("http://", "https://", "databricks"))
-    return f"mlflow.store.tracking.{'rest_store' if remote else 'sqlalchemy_store'}"
-
-
-# How sparsetune starts or joins Ray: quiet (its own progress is the user's), no dashboard.
-RAY_OPTIONS: dict[str, Any] = {
-    "include_dashboard": False,
-    "log_to_driver": False,
-    "logging_level": "ERROR",
-    "configure_logging": True,
-}
-
-
 def start_ray(sweep: SweepConfig) -> bool:
-    """Join `--address`, or start a local Ray sized to this machine. True if we started it."""
+    """Join `--address`, or start a local Ray sized to this machine (`local_ray`). True if we
+    started it."""
     if ray.is_initialized():
         return False
     if sweep.address:
         ray.init(address=sweep.address, **RAY_OPTIONS)
         return True
-    gpus = torch.cuda.device_count() if sweep.device != "cpu" else 0
-    start_local_ray(gpus, mlflow_store_module(sweep.tracking_uri))
+    start_local_ray(
+        local_gpus(sweep.device),
+        meanwhile=driver_modules(sweep.tracking_uri),
+        workers=trial_slots(sweep),
+    )
     return True
-
-
-def start_local_ray(gpus: int, store_module: str, preload: Sequence[str] = ()) -> None:
-    """A local Ray with every CPU and `gpus` GPUs and none of Ray's processes a sweep does not use
-    (`private_api.lean_local_node`), whose Python workers import `preload` as they start
-    (`private_api.preloading_options`); the driver imports its records' libraries (and the
-    MLflow `store_module`) meanwhile."""
-    options = RAY_OPTIONS | private_api.preloading_options(preload)
-    with private_api.lean_local_node(), _importing(*DRIVER_MODULES, store_module):
-        ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, **options)
-
-
-def stop_ray() -> None:
-    """`ray.shutdown` of the Ray `start_ray` started or joined."""
-    ray.shutdown()
-
-
-@contextlib.contextmanager
-def _importing(*modules: str) -> Iterator[None]:
-    """Import `modules` in a thread while the block runs. A module that fails to import here
-    fails again, with its error, where it is used."""
-
-    def load() -> None:
-        for name in modules:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-
-    loader = threading.Thread(target=load, name="sparsetune-imports", daemon=True)
-    loader.start()
-    try:
-        yield
-    finally:
-        loader.join()

@@ -4,11 +4,10 @@ same application code as the CLI, with keyword arguments for the flags."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from cli_helpers import SMALL_SPACE, sweep_runs
+from python_script import script_json
 
 import sparsetune
 from sparsetune.app.errors import BadInput
@@ -73,10 +72,7 @@ def test_search_from_a_script_returns_the_front_with_tickets_and_runs(tmp_path):
     (tmp_path / "space.yaml").write_text(SMALL_SPACE)
     out = tmp_path / "sweep"
     arguments = [str(tmp_path / "space.yaml"), str(out), str(tmp_path / "cache")]
-    command = [sys.executable, "-c", SEARCH_SCRIPT, *arguments]
-    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    found = json.loads(first.stdout.strip().splitlines()[-1])
+    found = script_json(SEARCH_SCRIPT, *arguments, cwd=tmp_path)
 
     assert found["sweep_dir"] == str(out.resolve())
     assert found["front"] and found["rows"] == len(found["front"])
@@ -94,9 +90,7 @@ def test_search_from_a_script_returns_the_front_with_tickets_and_runs(tmp_path):
             assert sparsetune.load(point["ticket"]) is not None
 
     # The same call again: the sweep has finished, so its recorded front comes back.
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    recorded = json.loads(again.stdout.strip().splitlines()[-1])
+    recorded = script_json(SEARCH_SCRIPT, *arguments, cwd=tmp_path)
     assert [(p["trial_id"], p["round"]) for p in recorded["front"]] == [
         (p["trial_id"], p["round"]) for p in found["front"]
     ]

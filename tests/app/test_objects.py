@@ -13,6 +13,7 @@ import threading
 import pytest
 import torch
 from cli_helpers import MAGNITUDE_GLOBAL_SPACE, sweep_runs
+from python_script import script_json
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -186,15 +187,7 @@ def test_a_search_ships_an_instance_and_tensors_to_its_ray_workers(tmp_path):
     out, pids = tmp_path / "sweep", tmp_path / "pids"
     pids.mkdir()
     arguments = [str(tmp_path / "space.yaml"), str(out), str(tmp_path / "cache"), str(pids)]
-    done = subprocess.run(
-        [sys.executable, "-c", SEARCH_SCRIPT, *arguments],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = script_json(SEARCH_SCRIPT, *arguments, cwd=tmp_path)
     assert found["failures"] == {}
     assert found["front"]
     _, parents, children = sweep_runs(out, "objects")

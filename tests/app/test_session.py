@@ -6,13 +6,11 @@ the three give the same numbers."""
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
-import sys
 from datetime import datetime
 
 import pytest
 from cli_helpers import MAGNITUDE_GLOBAL_SPACE, sweep_runs
+from python_script import script_json
 
 import sparsetune
 from sparsetune.app.errors import BadInput
@@ -67,10 +65,9 @@ NUMBERS = ("val_acc", "val_loss", "compression", "remaining_weights")
 
 def test_sweeps_in_a_session_start_in_readied_workers_with_the_same_numbers(tmp_path):
     (tmp_path / "space.yaml").write_text(MAGNITUDE_GLOBAL_SPACE)
-    command = [sys.executable, "-c", SESSION_SCRIPT, str(tmp_path / "space.yaml"), str(tmp_path)]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = script_json(
+        SESSION_SCRIPT, str(tmp_path / "space.yaml"), str(tmp_path), cwd=tmp_path, timeout=900
+    )
 
     assert report["ray_up_after_first"] and report["ray_up_after_second"]  # kept up
     assert report["nested_up"] and report["up_after_nested"]

@@ -11,14 +11,13 @@ its dense, sparse and structured exports, and one fresh Python process that load
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from python_script import script_json
 from safetensors.torch import load_file, save_file
 
 import sparsetune
@@ -171,16 +170,14 @@ def loaded(made):
     root = made["root"]
     outputs = root / "outputs.safetensors"
     arguments = [str(root / "run"), str(root / "exports"), str(root / "batch.safetensors")]
-    completed = subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, *arguments, str(outputs)],
+    report = script_json(
+        LOAD_SCRIPT,
+        *arguments,
+        str(outputs),
         cwd=root,
         env={**_environment(), "PYTHONPATH": str(made["nets"])},
-        capture_output=True,
-        text=True,
         timeout=300,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
     return load_file(str(outputs)), report
 
 

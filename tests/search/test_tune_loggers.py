@@ -12,13 +12,13 @@ import pytest
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
+from sparsetune.search.local_ray import stop_ray
 from sparsetune.search.options import SweepConfig
 from sparsetune.search.tuner import (
     TUNE_LOGGERS_OFF,
     TunerPlan,
     run_tuner,
     start_ray,
-    stop_ray,
     without_tune_loggers,
 )
 

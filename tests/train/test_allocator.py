@@ -11,9 +11,7 @@ interpreters: the setting is process-wide."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from python_script import script_json
 
 ALLOCATE_AND_FREE = """
 import ctypes, json, sys
@@ -54,11 +52,7 @@ BLOCK = 40 << 20
 
 
 def _accounting(mode: str) -> dict[str, int]:
-    result = subprocess.run(
-        [sys.executable, "-c", ALLOCATE_AND_FREE, mode], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return script_json(ALLOCATE_AND_FREE, mode, timeout=60)
 
 
 def test_by_default_a_large_block_is_mmapped_and_given_back():
