@@ -116,6 +116,20 @@ def local_gpus(device: str) -> int:
     return torch.cuda.device_count()
 
 
+def start_sweep_ray(
+    sweep: SweepConfig, preload: Sequence[str] = (), meanwhile: Sequence[str] = ()
+) -> None:
+    """The local Ray of `sweep`: its GPUs (`local_gpus`), a worker kept waiting for each trial it
+    runs at once (`trial_slots`), and `meanwhile` then its records' libraries imported while
+    `ray.init` waits (`start_local_ray`)."""
+    start_local_ray(
+        local_gpus(sweep.device),
+        preload=preload,
+        meanwhile=(*meanwhile, *driver_modules(sweep.tracking_uri)),
+        workers=trial_slots(sweep),
+    )
+
+
 @contextlib.contextmanager
 def started_early(sweep: SweepConfig) -> Iterator[bool]:
     """Start the local Ray of `sweep` now, where the sweep would start one (no `--address`, no Ray
@@ -128,11 +142,8 @@ def started_early(sweep: SweepConfig) -> Iterator[bool]:
         yield False
         return
     try:
-        start_local_ray(
-            local_gpus(sweep.device),
-            preload=trial_modules(sweep.tracking_uri),
-            meanwhile=("sparsetune.search.sweep", *driver_modules(sweep.tracking_uri)),
-            workers=trial_slots(sweep),
+        start_sweep_ray(
+            sweep, preload=trial_modules(sweep.tracking_uri), meanwhile=("sparsetune.search.sweep",)
         )
         yield True
     finally:

@@ -18,13 +18,7 @@ from ray.tune.stopper import CombinedStopper, Stopper
 
 from sparsetune.search import private_api
 from sparsetune.search.interrupt import StopSignals
-from sparsetune.search.local_ray import (
-    RAY_OPTIONS,
-    driver_modules,
-    local_gpus,
-    start_local_ray,
-    trial_slots,
-)
+from sparsetune.search.local_ray import RAY_OPTIONS, start_sweep_ray
 from sparsetune.search.options import SweepConfig
 
 # Retries of a trial whose worker died (a node lost, the process killed): from its last round's
@@ -209,9 +203,5 @@ def start_ray(sweep: SweepConfig) -> bool:
     if sweep.address:
         ray.init(address=sweep.address, **RAY_OPTIONS)
         return True
-    start_local_ray(
-        local_gpus(sweep.device),
-        meanwhile=driver_modules(sweep.tracking_uri),
-        workers=trial_slots(sweep),
-    )
+    start_sweep_ray(sweep)
     return True
