@@ -58,7 +58,7 @@ def still_running(processes: list[psutil.Process], timeout_s: float) -> list[psu
 
 
 def idle_workers(count: int) -> set[int]:
-    """The pids of `count` Python workers Ray started with itself, once they are up."""
+    """The pids of the Python workers waiting for work, once `count` of them are up."""
     waiting: set[int] = set()
     for _ in range(300):
         waiting = {process.pid for process in ray_processes("ray::IDLE")}
@@ -136,8 +136,6 @@ def test_the_mlflow_store_the_driver_imports_early_is_the_one_its_client_loads(u
 
 
 def test_workers_started_ahead_on_request_have_imported_the_preloaded_modules():
-    import sys
-
     @ray.remote(num_cpus=0)  # as many at once as there are waiting workers
     class Probe:
         def where(self) -> tuple[int, bool]:
@@ -145,12 +143,7 @@ def test_workers_started_ahead_on_request_have_imported_the_preloaded_modules():
 
     start_local_ray(0, preload=("sparsetune.search.trainable",))
     try:
-        waiting: set[int] = set()
-        for _ in range(300):  # the ones Ray starts with itself, one per CPU, once up
-            waiting = {process.pid for process in ray_processes("ray::IDLE")}
-            if len(waiting) >= (os.cpu_count() or 1):
-                break
-            time.sleep(0.1)
+        waiting = idle_workers(os.cpu_count() or 1)  # Ray's own, one per CPU
         private_api.prestart_workers(1, keep_alive_s=60)
         started = set()
         for _ in range(100):  # the raylet starts it in the background
